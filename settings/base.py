@@ -95,7 +95,6 @@ TEMPLATES = [
 ]
 # https://docs.djangoproject.com/en/5.2/ref/settings/#static-files
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
 

@@ -45,7 +45,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # STATIC FILES
 # ------------------------------------------------------------------------------
 # Served by whitenoise from STATIC_ROOT; run `manage.py collectstatic` on release.
+# (Dev and test serve straight from the apps' static folders.)
 # https://whitenoise.readthedocs.io/en/stable/django.html
+STATIC_ROOT = BASE_DIR / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

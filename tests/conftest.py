@@ -1,0 +1,22 @@
+"""Fixtures shared by the whole suite."""
+
+import pytest
+
+
+@pytest.fixture
+def mail_settings(settings):
+    """Apply a provider's settings as ``settings.prod`` would build them.
+
+    ``mail_settings("mailgun", MAILGUN_API_KEY="key", ...)`` runs the real
+    provider table (settings/providers.py) on the given environment.
+    """
+    from settings.env import Env
+    from settings.providers import email_settings
+
+    def apply(provider: str, **environ: str) -> dict:
+        values = email_settings(provider, Env(environ), base_dir=settings.BASE_DIR)
+        for name, value in values.items():
+            setattr(settings, name, value)
+        return values
+
+    return apply

@@ -1,0 +1,151 @@
+"""settings.prod: required variables, `check --deploy`, error mail to ADMINS.
+
+Each test imports the production settings in a fresh interpreter with a
+controlled environment, as a deployment would.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import RequestFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "x9$k2!vQ7#pLm4@Zr8^tWc1&Yh6*Nb3(Fd5)Gs0_Ju-Ke=Ao+Ip"
+PRODUCTION = {
+    "SECRET_KEY": SECRET_KEY,
+    "ALLOWED_HOSTS": "mail.acme-corp.com",
+    "EMAIL_PROVIDER": "mailgun",
+    "MAILGUN_API_KEY": "key-3ax6xnjp29jd6fds4gc373sgvjxteol0",
+    "MAILGUN_SENDER_DOMAIN": "mg.acme-corp.com",
+    "ANYMAIL_WEBHOOK_SECRET": "anymail:6Yh2pQ9rT4",
+    "DEFAULT_FROM_EMAIL": "Acme <no-reply@acme-corp.com>",
+    "ADMINS": "Ops <ops@acme-corp.com>",
+}
+
+
+def run(*args: str, environ: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.sqlite3'}",
+        **environ,
+    }
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_deploy_is_clean_with_a_complete_environment(tmp_path):
+    result = run("manage.py", "check", "--deploy", "--settings=settings.prod", environ=PRODUCTION, tmp_path=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced)."
+    assert result.stderr == ""
+
+
+def test_missing_variables_are_named_all_at_once(tmp_path):
+    result = run("manage.py", "check", "--settings=settings.prod", environ={}, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: Missing required environment variable(s): "
+        "SECRET_KEY, ALLOWED_HOSTS, EMAIL_PROVIDER." in result.stderr
+    )
+
+
+def test_missing_provider_secrets_are_named_with_the_others(tmp_path):
+    result = run(
+        "manage.py", "check", "--settings=settings.prod",
+        environ={"EMAIL_PROVIDER": "ses", "ALLOWED_HOSTS": "mail.acme-corp.com"},
+        tmp_path=tmp_path,
+    )
+
+    assert (
+        "Missing required environment variable(s): SECRET_KEY, AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION or AWS_DEFAULT_REGION." in result.stderr
+    )
+
+
+def test_unknown_provider_fails_naming_the_choices(tmp_path):
+    result = run(
+        "manage.py", "check", "--settings=settings.prod",
+        environ={**PRODUCTION, "EMAIL_PROVIDER": "pigeon"},
+        tmp_path=tmp_path,
+    )
+
+    assert "EMAIL_PROVIDER='pigeon' is not supported; choose one of: ses, mailgun, sendgrid" in result.stderr
+
+
+DUMP = """
+import json, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "settings.prod"
+from django.conf import settings
+print(json.dumps({
+    "DEBUG": settings.DEBUG,
+    "EMAIL_BACKEND": settings.EMAIL_BACKEND,
+    "TRANSACTIONAL_DELIVERY_BACKEND": settings.TRANSACTIONAL_DELIVERY_BACKEND,
+    "mail_admins": settings.LOGGING["handlers"]["mail_admins"],
+    "django_logger": settings.LOGGING["loggers"]["django"],
+    "ADMINS": settings.ADMINS,
+    "SERVER_EMAIL": settings.SERVER_EMAIL,
+    "SECURE_PROXY_SSL_HEADER": settings.SECURE_PROXY_SSL_HEADER,
+    "DATABASES": settings.DATABASES["default"]["OPTIONS"],
+    "has_DATABASE_URL": hasattr(settings, "DATABASE_URL"),
+}))
+"""
+
+
+def test_prod_settings_route_error_mail_through_the_provider(tmp_path):
+    result = run("-c", DUMP, environ=PRODUCTION, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+
+    assert values["DEBUG"] is False
+    assert values["TRANSACTIONAL_DELIVERY_BACKEND"] == "anymail.backends.mailgun.EmailBackend"
+    assert values["mail_admins"] == {
+        "class": "django.utils.log.AdminEmailHandler",
+        "level": "ERROR",
+        "filters": ["require_debug_false"],
+        "email_backend": "anymail.backends.mailgun.EmailBackend",
+    }
+    assert values["django_logger"]["handlers"] == ["mail_admins"]
+    assert values["ADMINS"] == [["Ops", "ops@acme-corp.com"]]
+    assert values["SERVER_EMAIL"] == "Acme <no-reply@acme-corp.com>"
+    assert values["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert values["DATABASES"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in values["DATABASES"]["init_command"]
+    assert values["has_DATABASE_URL"] is False
+
+
+def test_error_report_mail_hides_credentials(settings, mailoutbox):
+    """AdminEmailHandler's report shows no webhook auth, cookie or database URL."""
+    from django.utils.log import AdminEmailHandler
+
+    settings.ADMINS = [("Ops", "ops@acme-corp.com")]
+    request = RequestFactory().post(
+        "/anymail/mailgun/tracking/",
+        HTTP_AUTHORIZATION="Basic YW55bWFpbDpzM2NyM3Q=",
+        HTTP_COOKIE="sessionid=abcdef123456",
+        DATABASE_URL="postgres://app:pg-pass-999@db/app",
+    )
+    handler = AdminEmailHandler(include_html=True)
+    logger = logging.getLogger("tests.error_report")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.exception("Internal Server Error: %s", request.path, extra={"request": request, "status_code": 500})
+    finally:
+        logger.removeHandler(handler)
+
+    assert len(mailoutbox) == 1
+    report = mailoutbox[0].body + mailoutbox[0].alternatives[0].content
+    assert "RuntimeError" in report
+    for secret in ("YW55bWFpbDpzM2NyM3Q=", "abcdef123456", "pg-pass-999"):
+        assert secret not in report

@@ -1,0 +1,223 @@
+"""The EMAIL_PROVIDER table (settings/providers.py) and the environment reader."""
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from settings.env import Env
+from settings.providers import PROVIDERS, email_settings
+
+BASE_DIR = Path("/srv/app")
+
+MAILGUN = {"MAILGUN_API_KEY": "key-3ax6xnjp29jd6fds4gc373sgvjxteol0", "MAILGUN_SENDER_DOMAIN": "mg.acme-mail.com"}
+SENDGRID = {"SENDGRID_API_KEY": "SG.fake-key"}
+SES = {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "fake-secret", "AWS_REGION": "eu-west-1"}
+
+
+def build(provider: str, **environ: str) -> dict:
+    return email_settings(provider, Env(environ), base_dir=BASE_DIR)
+
+
+@pytest.mark.parametrize(
+    ("provider", "environ", "backend"),
+    [
+        ("ses", SES, "anymail.backends.amazon_ses.EmailBackend"),
+        ("mailgun", MAILGUN, "anymail.backends.mailgun.EmailBackend"),
+        ("sendgrid", SENDGRID, "anymail.backends.sendgrid.EmailBackend"),
+        ("smtp", {"EMAIL_HOST": "smtp.acme-mail.com"}, "django.core.mail.backends.smtp.EmailBackend"),
+        ("file", {}, "django.core.mail.backends.filebased.EmailBackend"),
+        ("console", {}, "django.core.mail.backends.console.EmailBackend"),
+        ("locmem", {}, "django.core.mail.backends.locmem.EmailBackend"),
+        ("dummy", {}, "django.core.mail.backends.dummy.EmailBackend"),
+    ],
+)
+def test_every_provider_resolves_to_its_backend(provider, environ, backend):
+    values = build(provider, **environ)
+
+    assert values["EMAIL_PROVIDER"] == provider
+    assert values["TRANSACTIONAL_DELIVERY_BACKEND"] == backend
+    assert values["EMAIL_TIMEOUT"] == 10.0
+    assert values["ANYMAIL"]["REQUESTS_TIMEOUT"] == 10.0
+
+
+def test_table_covers_exactly_the_documented_providers():
+    assert set(PROVIDERS) == {"ses", "mailgun", "sendgrid", "smtp", "file", "console", "locmem", "dummy"}
+
+
+def test_mailgun_settings_default_to_the_us_region():
+    anymail = build("mailgun", **MAILGUN)["ANYMAIL"]
+
+    assert anymail["MAILGUN_API_KEY"] == MAILGUN["MAILGUN_API_KEY"]
+    assert anymail["MAILGUN_SENDER_DOMAIN"] == "mg.acme-mail.com"
+    assert anymail["MAILGUN_API_URL"] == "https://api.mailgun.net/v3"
+    assert "MAILGUN_WEBHOOK_SIGNING_KEY" not in anymail
+
+
+def test_mailgun_eu_region_and_signing_key():
+    anymail = build(
+        "mailgun",
+        **MAILGUN,
+        MAILGUN_API_URL="https://api.eu.mailgun.net/v3",
+        MAILGUN_WEBHOOK_SIGNING_KEY="whsec-1",
+    )["ANYMAIL"]
+
+    assert anymail["MAILGUN_API_URL"] == "https://api.eu.mailgun.net/v3"
+    assert anymail["MAILGUN_WEBHOOK_SIGNING_KEY"] == "whsec-1"
+
+
+def test_sendgrid_settings():
+    anymail = build(
+        "sendgrid",
+        **SENDGRID,
+        SENDGRID_API_URL="https://api.eu.sendgrid.com/v3/",
+        SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY="MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
+    )["ANYMAIL"]
+
+    assert anymail["SENDGRID_API_KEY"] == "SG.fake-key"
+    assert anymail["SENDGRID_API_URL"] == "https://api.eu.sendgrid.com/v3/"
+    assert anymail["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"].startswith("MFkw")
+
+
+def test_ses_region_endpoint_configuration_set_and_timeouts():
+    anymail = build(
+        "ses",
+        **SES,
+        AMAZON_SES_ENDPOINT_URL="http://127.0.0.1:5000",
+        AMAZON_SES_CONFIGURATION_SET_NAME="transactional",
+        EMAIL_TIMEOUT="4.5",
+    )["ANYMAIL"]
+
+    client = anymail["AMAZON_SES_CLIENT_PARAMS"]
+    assert client["region_name"] == "eu-west-1"
+    assert client["endpoint_url"] == "http://127.0.0.1:5000"
+    assert client["config"] == {
+        "connect_timeout": 4.5,
+        "read_timeout": 4.5,
+        "retries": {"total_max_attempts": 1},
+    }
+    assert anymail["AMAZON_SES_CONFIGURATION_SET_NAME"] == "transactional"
+    assert anymail["REQUESTS_TIMEOUT"] == 4.5
+
+
+def test_ses_region_falls_back_to_aws_default_region():
+    environ = {**SES, "AWS_DEFAULT_REGION": "us-east-2"}
+    del environ["AWS_REGION"]
+
+    client = build("ses", **environ)["ANYMAIL"]["AMAZON_SES_CLIENT_PARAMS"]
+
+    assert client["region_name"] == "us-east-2"
+
+
+def test_ses_credentials_stay_out_of_settings():
+    values = build("ses", **SES)
+
+    assert "fake-secret" not in repr(values)
+
+
+def test_smtp_settings():
+    values = build(
+        "smtp",
+        EMAIL_HOST="smtp.acme-mail.com",
+        EMAIL_PORT="587",
+        EMAIL_HOST_USER="postmaster@acme-mail.com",
+        EMAIL_HOST_PASSWORD="hunter2",
+        EMAIL_USE_TLS="true",
+        EMAIL_TIMEOUT="7",
+    )
+
+    assert values["EMAIL_HOST"] == "smtp.acme-mail.com"
+    assert values["EMAIL_PORT"] == 587
+    assert values["EMAIL_HOST_USER"] == "postmaster@acme-mail.com"
+    assert values["EMAIL_HOST_PASSWORD"] == "hunter2"
+    assert values["EMAIL_USE_TLS"] is True
+    assert values["EMAIL_USE_SSL"] is False
+    assert values["EMAIL_TIMEOUT"] == 7.0
+
+
+def test_smtp_refuses_tls_and_ssl_together():
+    with pytest.raises(ImproperlyConfigured, match="EMAIL_USE_TLS and EMAIL_USE_SSL"):
+        build("smtp", EMAIL_HOST="smtp.acme-mail.com", EMAIL_USE_TLS="1", EMAIL_USE_SSL="1")
+
+
+def test_file_path_is_relative_to_the_project_unless_absolute():
+    assert build("file")["EMAIL_FILE_PATH"] == str(BASE_DIR / "sent_emails")
+    assert build("file", EMAIL_FILE_PATH="/tmp/mails")["EMAIL_FILE_PATH"] == "/tmp/mails"
+
+
+@pytest.mark.parametrize(
+    ("provider", "names"),
+    [
+        ("mailgun", "MAILGUN_API_KEY, MAILGUN_SENDER_DOMAIN"),
+        ("sendgrid", "SENDGRID_API_KEY"),
+        ("ses", "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION or AWS_DEFAULT_REGION"),
+        ("smtp", "EMAIL_HOST"),
+    ],
+)
+def test_missing_variables_are_all_named_at_once(provider, names):
+    with pytest.raises(ImproperlyConfigured) as error:
+        build(provider)
+
+    assert f"EMAIL_PROVIDER={provider} needs these environment variable(s): {names}." in str(error.value)
+
+
+def test_blank_values_count_as_missing():
+    with pytest.raises(ImproperlyConfigured, match="MAILGUN_SENDER_DOMAIN"):
+        build("mailgun", MAILGUN_API_KEY="key", MAILGUN_SENDER_DOMAIN="   ")
+
+
+def test_unknown_provider_names_the_allowed_ones():
+    with pytest.raises(ImproperlyConfigured) as error:
+        Env({"EMAIL_PROVIDER": "postmark"}).choice("EMAIL_PROVIDER", PROVIDERS)
+
+    assert str(error.value) == (
+        "EMAIL_PROVIDER='postmark' is not supported; choose one of: "
+        "ses, mailgun, sendgrid, smtp, file, console, locmem, dummy."
+    )
+    with pytest.raises(ImproperlyConfigured, match="choose one of: ses, mailgun"):
+        build("postmark")
+
+
+def test_provider_names_are_case_insensitive():
+    assert Env({"EMAIL_PROVIDER": "Mailgun"}).choice("EMAIL_PROVIDER", PROVIDERS) == "mailgun"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"EMAIL_TIMEOUT": "soon"}, "EMAIL_TIMEOUT='soon' is not a number."),
+        ({"EMAIL_TIMEOUT": "0"}, "EMAIL_TIMEOUT must be at least 0.1"),
+        ({"EMAIL_TIMEOUT": "nan"}, "EMAIL_TIMEOUT='nan' is not a finite number."),
+        ({"ANYMAIL_WEBHOOK_SECRET": "justapassword"}, "ANYMAIL_WEBHOOK_SECRET must be one or more user:password"),
+    ],
+)
+def test_bad_values_name_the_variable(environ, message):
+    with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(").replace(".", r"\.")):
+        build("locmem", **environ)
+
+
+def test_webhook_secret_accepts_several_credentials_for_rotation():
+    anymail = build("locmem", ANYMAIL_WEBHOOK_SECRET="old:pass1  new:pass2")["ANYMAIL"]
+
+    assert anymail["WEBHOOK_SECRET"] == ["old:pass1", "new:pass2"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("yes", True), ("On", True), ("0", False), ("false", False)])
+def test_booleans(raw, expected):
+    assert Env({"DEBUG": raw}).bool("DEBUG", default=not expected) is expected
+
+
+def test_a_misspelt_boolean_is_an_error_not_false():
+    with pytest.raises(ImproperlyConfigured, match="EMAIL_USE_TLS='ture' is not a boolean"):
+        Env({"EMAIL_USE_TLS": "ture"}).bool("EMAIL_USE_TLS", default=False)
+
+
+def test_addresses_parse_names_and_bare_addresses():
+    env = Env({"ADMINS": "Ops <ops@example.com>, dev@example.com"})
+
+    assert env.addresses("ADMINS") == [("Ops", "ops@example.com"), ("", "dev@example.com")]
+
+
+def test_addresses_reject_garbage():
+    with pytest.raises(ImproperlyConfigured, match="ADMINS='ops' is not a comma-separated list"):
+        Env({"ADMINS": "ops"}).addresses("ADMINS")
