@@ -25,12 +25,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
-# Variables from .env (if present) reach every process these scripts start.
+# Variables from .env (if present) reach every process these scripts start;
+# a variable already set in the shell wins over .env.
 if [ -f .env ]; then
+  shell_env=$(export -p)
   set -a
   # shellcheck disable=SC1091
   . ./.env
   set +a
+  eval "$shell_env"
 fi
 
 export PATH="$PWD/.venv/bin:$PATH"

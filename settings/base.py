@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
+    "django_tasks",
+    "django_tasks_db",
     "transactional",
     "birthday",
 ]
@@ -74,6 +76,25 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+
+# BACKGROUND DELIVERY (Django Tasks API, django-tasks backport)
+# ------------------------------------------------------------------------------
+# db: django-tasks-db, run `manage.py delivery_worker` (or `db_worker`);
+# rq: RQ on Redis, run `manage.py rqworker --with-scheduler`;
+# immediate: deliver inside the sending process, after its commit.
+# https://github.com/RealOrangeOne/django-tasks
+TASKS_BACKEND = env.choice("TASKS_BACKEND", ("db", "rq", "immediate"), default="db")
+TASK_BACKENDS = {
+    "db": "django_tasks_db.DatabaseBackend",
+    "rq": "django_tasks_rq.RQBackend",
+    "immediate": "django_tasks.backends.immediate.ImmediateBackend",
+}
+TASKS = {"default": {"BACKEND": TASK_BACKENDS[TASKS_BACKEND]}}
+if TASKS_BACKEND == "rq":
+    INSTALLED_APPS.append("django_rq")
+    # https://github.com/rq/django-rq#installation
+    RQ_QUEUES = {"default": {"URL": env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")}}
 
 
 # TEMPLATES AND STATIC FILES

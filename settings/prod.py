@@ -5,6 +5,8 @@ once, so a deployment fails at start-up rather than on the first mail.
 ``manage.py check --deploy`` is clean with a complete environment.
 """
 
+import copy
+
 from .base import *  # noqa: F403
 from .base import BASE_DIR, LOGGING, PROVIDERS
 from .env import env
@@ -58,6 +60,7 @@ STORAGES = {
 # Server errors reach ADMINS through the provider's own backend, never through
 # our database-backed outbox: the error being reported may be that the
 # database is down.
+LOGGING = copy.deepcopy(LOGGING)
 LOGGING["handlers"]["mail_admins"] = {
     "class": "django.utils.log.AdminEmailHandler",
     "level": "ERROR",

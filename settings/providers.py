@@ -7,7 +7,8 @@ go out through the chosen provider. Each environment module applies it::
     globals().update(email_settings(EMAIL_PROVIDER, env, base_dir=BASE_DIR))
 
 Anymail reads its ``ANYMAIL`` dict; Django's own backends read ``EMAIL_*``.
-``TRANSACTIONAL_DELIVERY_BACKEND`` is the backend that really sends.
+``EMAIL_BACKEND`` is always the outbox; ``TRANSACTIONAL_DELIVERY_BACKEND`` is
+the backend that really sends.
 """
 
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import Env
+
+OUTBOX_BACKEND = "transactional.backends.EmailBackend"
 
 #: Seconds any single provider call (SMTP, ESP HTTP API, boto3) may take.
 DEFAULT_EMAIL_TIMEOUT = 10.0
@@ -179,8 +182,9 @@ def email_settings(provider: str, env: Env, *, base_dir: Path) -> Settings:
     return {
         "EMAIL_PROVIDER": provider,
         "TRANSACTIONAL_DELIVERY_BACKEND": spec.backend,
-        # Until the outbox backend exists, mail goes straight to the provider.
-        "EMAIL_BACKEND": spec.backend,
+        # send_mail() stores into the outbox; a worker delivers through the
+        # backend above.
+        "EMAIL_BACKEND": OUTBOX_BACKEND,
         "EMAIL_TIMEOUT": timeout,
         **settings,
     }

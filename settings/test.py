@@ -5,8 +5,8 @@ outbox (``mailoutbox``); ESP tests switch provider with ``override_settings``.
 """
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, PROVIDERS
-from .env import env
+from .base import BASE_DIR
+from .env import Env
 from .providers import email_settings
 
 DEBUG = False
@@ -15,10 +15,18 @@ SECRET_KEY = "django-insecure-test-only"
 # https://docs.djangoproject.com/en/5.2/ref/settings/#password-hashers
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# Delivery runs in the test process, right after the sending transaction
+# commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).
+TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
 # EMAIL
 # ------------------------------------------------------------------------------
-EMAIL_PROVIDER = env.choice("EMAIL_PROVIDER", PROVIDERS, default="locmem")
-globals().update(email_settings(EMAIL_PROVIDER, env, base_dir=BASE_DIR))
+# Fixed, whatever the environment or .env says: no test mail leaves the process.
+EMAIL_PROVIDER = "locmem"
+globals().update(email_settings(EMAIL_PROVIDER, Env({}), base_dir=BASE_DIR))
+# Django's test runner replaces EMAIL_BACKEND with locmem anyway; tests of
+# the outbox switch it on with the `outbox` fixture (tests/conftest.py).
+EMAIL_BACKEND = TRANSACTIONAL_DELIVERY_BACKEND  # noqa: F405
 
 DEFAULT_FROM_EMAIL = "Acme <no-reply@acme.test>"
 SERVER_EMAIL = "server@acme.test"

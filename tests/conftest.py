@@ -8,7 +8,9 @@ def mail_settings(settings):
     """Apply a provider's settings as ``settings.prod`` would build them.
 
     ``mail_settings("mailgun", MAILGUN_API_KEY="key", ...)`` runs the real
-    provider table (settings/providers.py) on the given environment.
+    provider table (settings/providers.py) on the given environment. Mail
+    goes straight to the provider (EMAIL_BACKEND = the delivery backend);
+    combine with the ``outbox`` fixture to go through the outbox.
     """
     from settings.env import Env
     from settings.providers import email_settings
@@ -17,6 +19,7 @@ def mail_settings(settings):
         values = email_settings(provider, Env(environ), base_dir=settings.BASE_DIR)
         for name, value in values.items():
             setattr(settings, name, value)
+        settings.EMAIL_BACKEND = values["TRANSACTIONAL_DELIVERY_BACKEND"]
         return values
 
     return apply

@@ -11,6 +11,8 @@ class TransactionalConfig(AppConfig):
     def ready(self) -> None:
         from anymail.exceptions import AnymailNotSupportedWarning
 
+        from . import checks  # noqa: F401  (registers the system checks)
+
         # anymail 15 dropped official SendGrid support and warns on every
         # SendGrid backend init and webhook request. We support SendGrid with
         # our own tests (docs/configuration.md, "SendGrid"), so the warning

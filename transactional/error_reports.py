@@ -6,16 +6,15 @@ from django.views.debug import SafeExceptionReporterFilter
 
 
 class SecretSafeReporterFilter(SafeExceptionReporterFilter):
-    """Also hide credentials Django's default filter shows.
+    """Also hide connection URLs, which carry passwords.
 
-    Django hides names containing API, TOKEN, KEY, SECRET, PASS or SIGNATURE,
-    in settings and in ``request.META``. It shows ``HTTP_AUTHORIZATION`` (the
-    ESPs' webhook basic auth), cookies, and, under ``runserver``, whose META
-    holds the whole process environment, connection URLs with passwords.
+    Django hides settings and ``request.META`` entries whose names contain
+    API, AUTH, TOKEN, KEY, SECRET, PASS, SIGNATURE or HTTP_COOKIE. Under
+    ``runserver`` META holds the whole process environment, and
+    ``DATABASE_URL`` / ``REDIS_URL`` carry passwords in plain sight.
     """
 
     hidden_settings = re.compile(
-        r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|CREDENTIAL|AUTHORIZATION|COOKIE"
-        r"|DATABASE_URL|REDIS_URL",
+        r"API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|CREDENTIAL|DATABASE_URL|REDIS_URL",
         flags=re.I,
     )

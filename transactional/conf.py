@@ -1,0 +1,46 @@
+"""Our settings: one accessor, defaults next to the names, read at call time.
+
+``get_setting("MAX_ATTEMPTS")`` returns ``settings.TRANSACTIONAL_MAX_ATTEMPTS``
+if set, else the default below. Reading at call time keeps
+``override_settings`` working. Every name is documented in
+docs/configuration.md.
+"""
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    # Delivery and retries
+    "MAX_ATTEMPTS": 8,
+    "RETRY_BASE_SECONDS": 30.0,
+    "RETRY_FACTOR": 2.0,
+    "RETRY_CAP_SECONDS": 3600.0,
+    "MAX_AGE_SECONDS": 3 * 24 * 3600,
+    "LEASE_SECONDS": 300,
+    "SWEEP_INTERVAL_SECONDS": 60,
+    "BATCH_SIZE": 100,
+    "CONCURRENCY": 16,
+    "MAX_MESSAGE_BYTES": 25 * 1024 * 1024,
+    "IDEMPOTENCY_WINDOW_SECONDS": 24 * 3600,
+    "FAILURE_NOTICE_INTERVAL_SECONDS": 15 * 60,
+    # Retention (days)
+    "BODY_RETENTION_DAYS": 30,
+    "METADATA_RETENTION_DAYS": 365,
+    "TASK_RESULT_RETENTION_DAYS": 7,
+    # `outbox status --check` thresholds
+    "ALERT_OLDEST_DUE_SECONDS": 600,
+    "ALERT_FAILED_LAST_HOUR": 10,
+}
+
+
+def get_setting(name: str) -> Any:
+    """Return ``TRANSACTIONAL_<name>`` from settings, or its default."""
+    if name not in DEFAULTS and not hasattr(settings, f"TRANSACTIONAL_{name}"):
+        raise KeyError(f"Unknown setting TRANSACTIONAL_{name}")
+    return getattr(settings, f"TRANSACTIONAL_{name}", DEFAULTS.get(name))
+
+
+def delivery_backend() -> str:
+    """Return the dotted path of the backend that really sends."""
+    return settings.TRANSACTIONAL_DELIVERY_BACKEND

@@ -1,0 +1,213 @@
+"""The outbox: every message, its recipients and attempts, and the suppression list."""
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+def normalize_address(address: str) -> str:
+    """Return the form addresses are compared and stored in: trimmed, lower-case."""
+    return address.strip().lower()
+
+
+class MessageQuerySet(models.QuerySet):
+    def due(self, now: datetime | None = None) -> "MessageQuerySet":
+        """Messages a worker may claim now, oldest due first."""
+        now = now or timezone.now()
+        return self.filter(
+            status__in=Message.WAITING, next_attempt_at__lte=now
+        ).order_by("next_attempt_at", "pk")
+
+    def queued(self) -> "MessageQuerySet":
+        return self.filter(status=Message.Status.QUEUED)
+
+    def failed(self) -> "MessageQuerySet":
+        return self.filter(status=Message.Status.FAILED)
+
+    def stuck(self, claimed_before: datetime) -> "MessageQuerySet":
+        """Messages claimed before ``claimed_before`` and still not finished."""
+        return self.filter(status=Message.Status.SENDING, claimed_at__lt=claimed_before)
+
+
+class Message(models.Model):
+    """One outbound email as the caller built it, and where it is now."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        """Stored, waiting for a worker (or for ``send_at``)."""
+        SENDING = "sending", "sending"
+        """Claimed by a worker that is talking to the provider."""
+        RETRYING = "retrying", "retrying"
+        """A transient failure; waiting for ``next_attempt_at``."""
+        SENT = "sent", "sent"
+        """The provider accepted it."""
+        FAILED = "failed", "failed"
+        """A permanent failure, or out of attempts; see ``last_error``."""
+        SUPPRESSED = "suppressed", "suppressed"
+        """Every recipient is on the suppression list; never sent."""
+        CANCELLED = "cancelled", "cancelled"
+        """Cancelled by an operator before it was sent."""
+
+    #: Statuses a worker may claim from.
+    WAITING = (Status.QUEUED, Status.RETRYING)
+    #: Statuses nothing will change any more.
+    FINISHED = (Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    provider = models.CharField(max_length=32, blank=True, help_text="EMAIL_PROVIDER of the last attempt.")
+    from_email = models.TextField()
+    subject = models.TextField(blank=True)
+    message_id = models.CharField(
+        "Message-ID", max_length=255, db_index=True, help_text="Fixed at enqueue, reused by every attempt."
+    )
+    payload = models.JSONField(null=True, help_text="The message as built; emptied by `outbox purge`.")
+    size = models.PositiveBigIntegerField(default=0, help_text="Encoded size in bytes.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    send_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    bypass_suppression = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                condition=Q(status__in=["queued", "retrying"]),
+                name="message_due_idx",
+            ),
+            models.Index(
+                fields=["claimed_at"], condition=Q(status="sending"), name="message_sending_idx"
+            ),
+            models.Index(fields=["status", "created_at"], name="message_status_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.subject[:60]}"
+
+
+class Recipient(models.Model):
+    """One address of a message, with what happened to it."""
+
+    class Kind(models.TextChoices):
+        TO = "to", "to"
+        CC = "cc", "cc"
+        BCC = "bcc", "bcc"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        SENT = "sent", "sent"
+        DEFERRED = "deferred", "deferred"
+        DELIVERED = "delivered", "delivered"
+        OPENED = "opened", "opened"
+        CLICKED = "clicked", "clicked"
+        BOUNCED = "bounced", "bounced"
+        COMPLAINED = "complained", "complained"
+        UNSUBSCRIBED = "unsubscribed", "unsubscribed"
+        REJECTED = "rejected", "rejected"
+        FAILED = "failed", "failed"
+        SUPPRESSED = "suppressed", "suppressed"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
+    address = models.CharField(max_length=320, db_index=True, help_text="Normalized address.")
+    kind = models.CharField(max_length=3, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    esp_message_id = models.CharField("ESP message id", max_length=255, blank=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.address}"
+
+
+class Attempt(models.Model):
+    """One try at handing a message to the provider."""
+
+    class Outcome(models.TextChoices):
+        SENDING = "sending", "in progress"
+        SENT = "sent", "sent"
+        RETRY = "retry", "transient failure, will retry"
+        FAILED = "failed", "permanent failure"
+        SUPPRESSED = "suppressed", "all recipients suppressed"
+        ABANDONED = "abandoned", "lease expired (worker died?)"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    provider = models.CharField(max_length=32)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SENDING)
+    error_type = models.CharField(max_length=128, blank=True)
+    error = models.TextField(blank=True)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message", "number"]
+
+    def __str__(self) -> str:
+        return f"#{self.message_id} attempt {self.number}: {self.outcome}"
+
+
+class SuppressionQuerySet(models.QuerySet):
+    def for_addresses(self, addresses) -> "SuppressionQuerySet":
+        return self.filter(address__in={normalize_address(a) for a in addresses})
+
+
+class Suppression(models.Model):
+    """An address we never mail again (unless a message bypasses the list)."""
+
+    class Reason(models.TextChoices):
+        BOUNCED = "bounced", "hard bounce"
+        COMPLAINED = "complained", "spam complaint"
+        UNSUBSCRIBED = "unsubscribed", "unsubscribed"
+        REJECTED = "rejected", "rejected as invalid"
+        MANUAL = "manual", "added by hand"
+
+    address = models.CharField(max_length=320, unique=True)
+    reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.MANUAL)
+    source = models.CharField(max_length=64, blank=True, help_text='Where it came from: "admin", "import", an ESP.')
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = SuppressionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def save(self, *args, **kwargs) -> None:
+        self.address = normalize_address(self.address)
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class OutboxState(models.Model):
+    """One row of coordination between web processes and workers."""
+
+    kick_pending = models.BooleanField(
+        default=False, help_text="A delivery run is enqueued and has not started yet."
+    )
+    sweep_due_at = models.DateTimeField(null=True, blank=True)
+    failure_notice_at = models.DateTimeField(null=True, blank=True)
+    failures_since_notice = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "outbox state"
+
+    @classmethod
+    def get(cls) -> "OutboxState":
+        state, _ = cls.objects.get_or_create(pk=1)
+        return state

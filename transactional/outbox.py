@@ -1,0 +1,145 @@
+"""Accepting mail into the outbox: what ``send_mail()`` does with our backend.
+
+``enqueue()`` stores each message with its recipients, drops suppressed
+addresses, and asks for a delivery run once the transaction commits.
+"""
+
+import copy
+import logging
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from email.utils import getaddresses, make_msgid
+
+from django.core.mail import EmailMessage
+from django.core.mail.message import DNS_NAME
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import tasks
+from .conf import get_setting
+from .exceptions import MessageTooLarge
+from .models import Message, Recipient, normalize_address
+from .serialization import serialize
+from .suppression import suppressed_among
+
+logger = logging.getLogger(__name__)
+
+#: Attributes callers may set on a message to steer the outbox (not sent on).
+IDEMPOTENCY_KEY = "idempotency_key"
+BYPASS_SUPPRESSION = "bypass_suppression"
+
+
+def enqueue(messages: Sequence[EmailMessage]) -> int:
+    """Store the messages for delivery; return how many were accepted.
+
+    A message counts as accepted if at least one recipient will be mailed,
+    or if it repeats an idempotency key already accepted.
+    """
+    accepted = 0
+    with transaction.atomic():
+        for message in messages:
+            accepted += _store(message)
+        transaction.on_commit(tasks.kick)
+    return accepted
+
+
+def _store(email: EmailMessage) -> bool:
+    if not email.recipients():
+        return False
+    key = getattr(email, IDEMPOTENCY_KEY, None)
+    if key and _seen_recently(key):
+        logger.info("Not sending again: idempotency key %r was accepted before", key)
+        return True
+
+    email = _with_message_id(email)
+    size = len(email.message().as_bytes())
+    limit = get_setting("MAX_MESSAGE_BYTES")
+    if size > limit:
+        raise MessageTooLarge(
+            f"Message {email.subject!r} is {size:,} bytes encoded, over the "
+            f"{limit:,}-byte limit (TRANSACTIONAL_MAX_MESSAGE_BYTES)."
+        )
+
+    recipients = _recipients(email)
+    bypass = bool(getattr(email, BYPASS_SUPPRESSION, False))
+    suppressed = set() if bypass else suppressed_among(r.address for r in recipients)
+    for recipient in recipients:
+        if recipient.address in suppressed:
+            recipient.status = Recipient.Status.SUPPRESSED
+    everyone_suppressed = len(suppressed) > 0 and all(r.address in suppressed for r in recipients)
+
+    now = timezone.now()
+    send_at = _send_at(email)
+    message = Message(
+        status=Message.Status.SUPPRESSED if everyone_suppressed else Message.Status.QUEUED,
+        from_email=email.from_email,
+        subject=email.subject,
+        message_id=email.extra_headers["Message-ID"],
+        payload=serialize(email),
+        size=size,
+        send_at=send_at,
+        next_attempt_at=max(now, send_at) if send_at else now,
+        idempotency_key=key or None,
+        bypass_suppression=bypass,
+        created_at=now,
+    )
+    if everyone_suppressed:
+        message.last_error = "Every recipient is on the suppression list."
+        message.next_attempt_at = None
+    try:
+        with transaction.atomic():
+            message.save()
+    except IntegrityError:
+        if key and Message.objects.filter(idempotency_key=key).exists():
+            logger.info("Not sending again: idempotency key %r was accepted concurrently", key)
+            return True
+        raise
+    for recipient in recipients:
+        recipient.message = message
+    Recipient.objects.bulk_create(recipients)
+    if everyone_suppressed:
+        logger.info("Message %s not sent: every recipient is suppressed", message.pk)
+    return not everyone_suppressed
+
+
+def _seen_recently(key: str) -> bool:
+    """Return True if ``key`` was accepted within the window; free it if older."""
+    window = timedelta(seconds=get_setting("IDEMPOTENCY_WINDOW_SECONDS"))
+    earlier = Message.objects.filter(idempotency_key=key).only("created_at").first()
+    if earlier is None:
+        return False
+    if earlier.created_at >= timezone.now() - window:
+        return True
+    Message.objects.filter(pk=earlier.pk).update(idempotency_key=None)
+    return False
+
+
+def _with_message_id(email: EmailMessage) -> EmailMessage:
+    """Return a copy with a Message-ID header fixed now, for every attempt."""
+    email = copy.copy(email)
+    headers = dict(email.extra_headers)
+    existing = next((name for name in headers if name.lower() == "message-id"), None)
+    message_id = headers.pop(existing) if existing else make_msgid(domain=DNS_NAME)
+    email.extra_headers = {**headers, "Message-ID": message_id}
+    return email
+
+
+def _recipients(email: EmailMessage) -> list[Recipient]:
+    rows = []
+    for kind, addresses in (("to", email.to), ("cc", email.cc), ("bcc", email.bcc)):
+        for _, address in getaddresses(list(addresses)):
+            if address:
+                rows.append(Recipient(address=normalize_address(address), kind=kind))
+    return rows
+
+
+def _send_at(email: EmailMessage) -> datetime | None:
+    """Return anymail's ``send_at`` as an aware datetime, or None."""
+    value = getattr(email, "send_at", None)
+    if value is None or not isinstance(value, (datetime, date, int, float)):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time.min)
+    return value if timezone.is_aware(value) else timezone.make_aware(value)

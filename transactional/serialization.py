@@ -1,0 +1,262 @@
+"""Turn django.core.mail messages into JSON-safe data and back, for the outbox.
+
+The worker must send exactly what the caller built, so nothing is re-processed on
+the way back: attachments and alternatives are restored as stored, not re-attached.
+"""
+
+import base64
+import json
+from datetime import date, datetime
+from email.charset import Charset
+from email.message import Message
+from email.mime.base import MIMEBase
+from email.parser import BytesParser
+from email.policy import compat32
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from anymail.message import AnymailMessage, AnymailMessageMixin
+from anymail.utils import UNSET
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.message import EmailAlternative, EmailAttachment
+from django.utils.functional import Promise
+
+VERSION = 1
+
+ANYMAIL_ATTRIBUTES: tuple[str, ...] = (
+    "tags",
+    "metadata",
+    "merge_data",
+    "merge_global_data",
+    "merge_metadata",
+    "merge_headers",
+    "template_id",
+    "track_opens",
+    "track_clicks",
+    "send_at",
+    "esp_extra",
+    "envelope_sender",
+)
+
+ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+
+MESSAGE_CLASSES: dict[str, type[EmailMessage]] = {
+    "EmailMessage": EmailMessage,
+    "EmailMultiAlternatives": EmailMultiAlternatives,
+    "AnymailMessageMixin": AnymailMessageMixin,
+    "AnymailMessage": AnymailMessage,
+}
+
+
+class StoredMIMEPart(MIMEBase):
+    """A MIME part parsed back from the bytes serialize() stored."""
+
+    def __init__(self, policy=compat32):
+        # Skip MIMEBase.__init__: the parsed bytes bring every header, Content-Type included.
+        Message.__init__(self, policy)
+
+
+def serialize(message: EmailMessage) -> dict:
+    """Return JSON-safe data from which deserialize() rebuilds the message."""
+    if not isinstance(message, EmailMessage):
+        raise TypeError(f"Expected an EmailMessage, got {type(message).__name__}.")
+    data: dict[str, Any] = {
+        "version": VERSION,
+        "class": _class_name(message),
+        "subject": _text(message.subject, "subject"),
+        "body": _text(message.body, "body"),
+        "from_email": _text(message.from_email, "from_email"),
+        **{
+            field: [_text(address, field) for address in getattr(message, field)]
+            for field in ADDRESS_FIELDS
+        },
+        # Pairs, not an object: order and case variants survive PostgreSQL's jsonb.
+        # Django renders every header value with str(), so str() here changes nothing sent.
+        "headers": [[_text(name, "header name"), str(value)] for name, value in message.extra_headers.items()],
+        "content_subtype": _text(message.content_subtype, "content_subtype"),
+        "mixed_subtype": _text(message.mixed_subtype, "mixed_subtype"),
+        "encoding": None if message.encoding is None else str(message.encoding),
+        "attachments": [_dump_attachment(attachment) for attachment in message.attachments],
+        "anymail": {
+            name: _dump_send_at(value) if name == "send_at" else _json_value(value, name)
+            for name in ANYMAIL_ATTRIBUTES
+            if (value := getattr(message, name, UNSET)) is not UNSET
+        },
+    }
+    if isinstance(message.encoding, Charset):
+        # A Charset object's own body encoding changes the bytes (Django sends "utf-8"
+        # as 8bit but a Charset("utf-8") as base64), so keep its settings too.
+        data["charset"] = dict(vars(message.encoding))
+    if isinstance(message, EmailMultiAlternatives):
+        data["alternative_subtype"] = _text(message.alternative_subtype, "alternative_subtype")
+        data["alternatives"] = [
+            {**_dump_content(content), "mimetype": _text(mimetype, "alternative mimetype")}
+            for content, mimetype in message.alternatives
+        ]
+    return data
+
+
+def deserialize(data: dict) -> EmailMessage:
+    """Rebuild the message that serialize() turned into data."""
+    if not isinstance(data, dict) or "version" not in data:
+        raise ValueError("Malformed serialized message: expected a dict with a 'version' key.")
+    if data["version"] != VERSION:
+        raise ValueError(
+            f"Unknown serialized message version {data['version']!r}; this code reads version {VERSION}."
+        )
+    try:
+        return _build(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"Malformed serialized message: {exc!r}") from exc
+
+
+def _build(data: dict) -> EmailMessage:
+    """Create the message from version 1 data."""
+    if data["class"] not in MESSAGE_CLASSES:
+        raise ValueError(f"unknown message class {data['class']!r}")
+    message = MESSAGE_CLASSES[data["class"]]()
+    for field in ("subject", "body", "from_email", "content_subtype", "mixed_subtype"):
+        setattr(message, field, _expect(data, field, str))
+    for field in ADDRESS_FIELDS:
+        setattr(message, field, list(_expect(data, field, list)))
+    message.extra_headers = {name: value for name, value in _expect(data, "headers", list)}
+    message.encoding = _load_encoding(data)
+    message.attachments = [_load_attachment(item) for item in _expect(data, "attachments", list)]
+    if "alternatives" in data:
+        message.alternative_subtype = _expect(data, "alternative_subtype", str)
+        message.alternatives = [
+            EmailAlternative(_load_content(item), item["mimetype"])
+            for item in _expect(data, "alternatives", list)
+        ]
+    for name, value in _expect(data, "anymail", dict).items():
+        if name not in ANYMAIL_ATTRIBUTES:
+            raise ValueError(f"unknown anymail attribute {name!r}")
+        setattr(message, name, _load_send_at(value) if name == "send_at" else value)
+    return message
+
+
+def _class_name(message: EmailMessage) -> str:
+    """Return the name of the closest class deserialize() can rebuild."""
+    is_anymail = isinstance(message, AnymailMessageMixin)
+    if isinstance(message, EmailMultiAlternatives):
+        return "AnymailMessage" if is_anymail else "EmailMultiAlternatives"
+    return "AnymailMessageMixin" if is_anymail else "EmailMessage"
+
+
+def _text(value: Any, field: str) -> str:
+    """Return value as a str, evaluating lazy translations now, in the sender's language."""
+    if isinstance(value, Promise):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a string, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _json_value(value: Any, name: str) -> Any:
+    """Return a JSON copy of value, refusing anything JSON would change or cannot hold."""
+    try:
+        copy = json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON-serializable: {exc}") from exc
+    if copy != value:
+        raise ValueError(
+            f"{name} must be JSON-serializable without conversion (no tuples, only str keys): {value!r}"
+        )
+    return copy
+
+
+def _dump_send_at(value: Any) -> dict:
+    """Return send_at tagged with its type, so it comes back as the same type."""
+    if isinstance(value, datetime):
+        if isinstance(value.tzinfo, ZoneInfo) and value.tzinfo.key:
+            # Keep the zone, not just today's offset: local wall time + zone name + fold.
+            naive = value.replace(tzinfo=None).isoformat()
+            return {"datetime": naive, "zone": value.tzinfo.key, "fold": value.fold}
+        return {"datetime": value.isoformat(), "fold": value.fold}
+    if isinstance(value, date):
+        return {"date": value.isoformat()}
+    return {"json": _json_value(value, "send_at")}
+
+
+def _load_send_at(item: dict) -> Any:
+    """Return the send_at value stored by _dump_send_at()."""
+    if "datetime" in item:
+        value = datetime.fromisoformat(item["datetime"]).replace(fold=item["fold"])
+        return value.replace(tzinfo=ZoneInfo(item["zone"])) if "zone" in item else value
+    if "date" in item:
+        return date.fromisoformat(item["date"])
+    return item["json"]
+
+
+def _load_encoding(data: dict) -> str | Charset | None:
+    """Return the message encoding: None, a charset name, or a Charset object."""
+    if "charset" not in data:
+        return data["encoding"]
+    charset = Charset(data["encoding"])
+    vars(charset).update(_expect(data, "charset", dict))
+    return charset
+
+
+def _dump_attachment(attachment: Any) -> dict:
+    """Return an attachment: a MIME part's full bytes, or (filename, content, mimetype)."""
+    if isinstance(attachment, MIMEBase):
+        return {"mime": _b64(attachment.as_bytes())}
+    filename, content, mimetype = attachment
+    return {
+        "filename": None if filename is None else _text(filename, "attachment filename"),
+        **_dump_content(content),
+        "mimetype": _text(mimetype, "attachment mimetype"),
+    }
+
+
+def _load_attachment(item: dict) -> MIMEBase | EmailAttachment:
+    """Return the attachment stored by _dump_attachment()."""
+    if "mime" in item:
+        return _parse_mime(item["mime"])
+    return EmailAttachment(item["filename"], _load_content(item), item["mimetype"])
+
+
+def _dump_content(content: Any) -> dict:
+    """Return attachment or alternative content: text, bytes, or a message/rfc822 message."""
+    if isinstance(content, (str, Promise)):
+        return {"content": str(content)}
+    if isinstance(content, bytes):
+        return {"content_base64": _b64(content)}
+    if isinstance(content, EmailMessage):
+        return {"content_message": serialize(content)}
+    if isinstance(content, Message):
+        return {"content_mime": _b64(content.as_bytes())}
+    raise ValueError(f"Attachment content must be str, bytes or a message, got {type(content).__name__}.")
+
+
+def _load_content(item: dict) -> Any:
+    """Return the content stored by _dump_content()."""
+    if "content" in item:
+        return item["content"]
+    if "content_base64" in item:
+        return _unb64(item["content_base64"])
+    if "content_message" in item:
+        return deserialize(item["content_message"])
+    return _parse_mime(item["content_mime"])
+
+
+def _parse_mime(encoded: str) -> StoredMIMEPart:
+    """Return the MIME part whose base64-encoded bytes are given."""
+    return BytesParser(StoredMIMEPart, policy=compat32).parsebytes(_unb64(encoded))
+
+
+def _expect(data: dict, key: str, kind: type) -> Any:
+    """Return data[key], checking that it is a kind."""
+    if not isinstance(data[key], kind):
+        raise ValueError(f"{key!r} must be a {kind.__name__}, got {type(data[key]).__name__}")
+    return data[key]
+
+
+def _b64(content: bytes) -> str:
+    """Return content as base64 text."""
+    return base64.b64encode(content).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    """Return the bytes encoded in base64 text."""
+    return base64.b64decode(text, validate=True)

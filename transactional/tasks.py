@@ -1,0 +1,93 @@
+"""Background tasks (Django Tasks API). Thin: each calls into delivery.py.
+
+The outbox asks for a delivery run with ``kick()`` after each commit. At most
+one run is pending at a time (``OutboxState.kick_pending``), so a burst of
+10,000 sends enqueues a handful of tasks, not 10,000; each run drains every
+due message. A self-rescheduling sweep returns stuck messages and re-kicks
+due ones whose kick was lost.
+
+Code against released django-tasks 0.12 names, imported only here.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django_tasks import task
+from django_tasks.backends.immediate import ImmediateBackend
+
+from . import delivery
+from .conf import get_setting
+from .models import OutboxState
+
+logger = logging.getLogger(__name__)
+
+
+@task()
+def deliver() -> int:
+    """Deliver every due message; return how many were sent."""
+    OutboxState.objects.filter(pk=1).update(kick_pending=False)
+    ensure_sweep_scheduled()
+    return delivery.deliver_due()
+
+
+@task()
+def sweep(due_at: str | None = None) -> dict[str, int]:
+    """Run the sweep; if this run belongs to the live schedule, book the next one."""
+    result = delivery.sweep()
+    state = OutboxState.objects.filter(pk=1).first()
+    if due_at is not None and state and state.sweep_due_at and state.sweep_due_at.isoformat() == due_at:
+        _schedule_sweep(timezone.now() + timedelta(seconds=get_setting("SWEEP_INTERVAL_SECONDS")))
+    return result
+
+
+def kick(*, force: bool = False) -> None:
+    """Make sure a delivery run is coming; enqueue one unless one is pending."""
+    backend = deliver.get_backend()
+    if isinstance(backend, ImmediateBackend) and delivery.RUNNING.active:
+        return  # already delivering in this very thread
+    if not force and not _claim_kick():
+        return
+    try:
+        deliver.enqueue()
+    except Exception:
+        # The messages are stored and due: the next sweep re-kicks them.
+        OutboxState.objects.filter(pk=1).update(kick_pending=False)
+        logger.exception("Could not enqueue a delivery run; the sweep will retry")
+
+
+def _claim_kick() -> bool:
+    if OutboxState.objects.filter(pk=1, kick_pending=False).update(kick_pending=True):
+        return True
+    _, created = OutboxState.objects.get_or_create(pk=1, defaults={"kick_pending": True})
+    return created
+
+
+def kick_at(when: datetime) -> None:
+    """Ask for a delivery run at ``when``, where the task backend can defer."""
+    if not deliver.get_backend().supports_defer:
+        return  # immediate mode: the next send or `outbox sweep` delivers it
+    try:
+        deliver.using(run_after=when).enqueue()
+    except Exception:
+        logger.exception("Could not schedule a delivery run; the sweep will catch up")
+
+
+def ensure_sweep_scheduled(*, restart: bool = False) -> None:
+    """Start the periodic sweep unless a live schedule exists (or ``restart``)."""
+    if not sweep.get_backend().supports_defer:
+        return
+    now = timezone.now()
+    interval = timedelta(seconds=get_setting("SWEEP_INTERVAL_SECONDS"))
+    state = OutboxState.get()
+    alive = state.sweep_due_at is not None and state.sweep_due_at > now - 3 * interval
+    if restart or not alive:
+        _schedule_sweep(now)
+
+
+def _schedule_sweep(at: datetime) -> None:
+    OutboxState.objects.update_or_create(pk=1, defaults={"sweep_due_at": at})
+    try:
+        sweep.using(run_after=at).enqueue(at.isoformat())
+    except Exception:
+        logger.exception("Could not schedule the outbox sweep")
