@@ -2,6 +2,17 @@
 
 import pytest
 
+pytest_plugins = ["transactional.testing.pytest_plugin"]
+
+OUTBOX = "transactional.backends.EmailBackend"
+
+
+@pytest.fixture
+def outbox(settings):
+    """Route send_mail() through the outbox backend (Django's runner swaps in locmem)."""
+    settings.EMAIL_BACKEND = OUTBOX
+    return settings
+
 
 @pytest.fixture
 def mail_settings(settings):

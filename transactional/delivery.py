@@ -264,7 +264,7 @@ def _record_failure(message: Message, error: BaseException, now: datetime) -> No
     text = f"{type(error).__name__}: {error}".strip()
     out_of_attempts = message.attempts >= get_setting("MAX_ATTEMPTS")
     too_old = message.created_at < now - timedelta(seconds=get_setting("MAX_AGE_SECONDS"))
-    attempt = {"error_type": type(error).__name__, "error": str(error), "status_code": verdict.status_code}
+    attempt = {"error_type": type(error).__name__, "status_code": verdict.status_code}
     if verdict.transient and not out_of_attempts and not too_old:
         retry_at = retries.next_attempt_at(message.attempts, retry_after=verdict.retry_after)
         _finish(message, Message.Status.RETRYING, Attempt.Outcome.RETRY, now, error=text,

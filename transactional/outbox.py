@@ -119,7 +119,10 @@ def _with_message_id(email: EmailMessage) -> EmailMessage:
     email = copy.copy(email)
     headers = dict(email.extra_headers)
     existing = next((name for name in headers if name.lower() == "message-id"), None)
-    message_id = headers.pop(existing) if existing else make_msgid(domain=DNS_NAME)
+    # On the sender's domain: it says nothing about our hosts, and some
+    # spam filters dislike a Message-ID domain unrelated to From.
+    domain = getaddresses([email.from_email])[0][1].rpartition("@")[2] if email.from_email else ""
+    message_id = headers.pop(existing) if existing else make_msgid(domain=domain or DNS_NAME)
     email.extra_headers = {**headers, "Message-ID": message_id}
     return email
 

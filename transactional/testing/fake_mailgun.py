@@ -10,7 +10,6 @@ import argparse
 import base64
 import collections
 import contextlib
-import itertools
 import json
 import re
 import secrets
@@ -86,8 +85,7 @@ class Message:
 
     def header(self, name: str) -> str | None:
         """A custom header (``h:<Name>`` field, any case), else from the posted MIME."""
-        wanted = f"h:{name}".lower()
-        found = [v[0] for k, v in self.fields.items() if k.lower() == wanted and v]
+        found = [v[0] for k, v in self.fields.items() if k.lower() == f"h:{name}".lower()]
         if found or self.mime is None:
             return next(iter(found), None)
         return BytesHeaderParser().parsebytes(self.mime).get(name)
@@ -100,26 +98,21 @@ def parse_message(domain: str, endpoint: str, content_type: str, body: bytes) ->
         for name, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True):
             fields.setdefault(name, []).append(value)
         return Message(domain, endpoint, fields)
-    boundary = BOUNDARY_RE.search(content_type)
-    if boundary is None:
-        raise ValueError("multipart body without boundary")
+    boundary = BOUNDARY_RE.search(content_type)  # None -> TypeError -> 400
     files: list[Attachment] = []
     mime = None
     for part in (b"\r\n" + body).split(b"\r\n--" + boundary[1].encode())[1:]:
         if part.startswith(b"--"):
             break
         head, _, content = part[2:].partition(b"\r\n\r\n")
-        text = head.decode("utf-8")
         params = {k.lower(): v.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
-                  for k, v in PARAM_RE.findall(text)}  # undo WHATWG escaping
+                  for k, v in PARAM_RE.findall(head.decode())}  # undo WHATWG escaping
         name = params.get("name", "")
         if "filename" not in params:
             fields.setdefault(name, []).append(content.decode("utf-8"))
             continue
         files.append(Attachment(name, params["filename"], len(content)))
         mime = content if name == "message" else mime
-    if mime is None and "message" in fields:
-        mime = fields["message"][0].encode()
     return Message(domain, endpoint, fields, files, mime)
 
 
@@ -157,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             ctype = self.headers.get("Content-Type", "")
             message = parse_message(unquote(match[1]), match[2], ctype, body)
-        except (ValueError, UnicodeDecodeError) as err:
+        except (ValueError, TypeError) as err:
             return self._reply(FakeResponse.error(400, f"malformed form data: {err}"))
         planned = srv.next_response()
         if planned.status == 200 and planned.body is None and not planned.drop:
@@ -173,11 +166,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, response: FakeResponse) -> None:
         """Send a complete response, always with Content-Length."""
-        body = response.body or {"message": HTTPStatus(response.status).phrase}
+        body = response.body
+        if body is None:
+            body = {"message": HTTPStatus(response.status).phrase}
         text = isinstance(body, str)
         data = body.encode() if text else json.dumps(body).encode()
         self.send_response(response.status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -202,14 +197,12 @@ class FakeMailgun(ThreadingHTTPServer):
         self._plan: collections.deque[FakeResponse] = collections.deque()
         self._messages: list[Message] = []
         self._keys: collections.Counter[str] = collections.Counter()
-        self._seq = itertools.count(1)
         self._record = open(record_file, "a", encoding="utf-8") if record_file else None
 
     @property
     def base_url(self) -> str:
         """The MAILGUN_API_URL to configure, e.g. ``http://127.0.0.1:54321/v3``."""
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v3"
+        return "http://%s:%d/v3" % self.server_address[:2]
 
     @property
     def messages(self) -> list[Message]:
@@ -243,10 +236,9 @@ class FakeMailgun(ThreadingHTTPServer):
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
         token = secrets.token_hex(3).upper()
         with self._lock:
-            message_id = f"<{stamp}.{next(self._seq)}.{token}@{message.domain}>"
+            message_id = f"<{stamp}.{len(self._messages) + 1}.{token}@{message.domain}>"
             message = replace(message, id=message_id, received_at=now)
             self._messages.append(message)
-            # Duplicate detection counts the Message-ID header, else the subject.
             self._keys[message.message_id or message.subject or message_id] += 1
             if self._record is not None:
                 line = {"domain": message.domain, "to": message.to, "subject": message.subject,
