@@ -15,6 +15,12 @@ SECRET_KEY = "django-insecure-test-only"
 # https://docs.djangoproject.com/en/5.2/ref/settings/#password-hashers
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# A file, not SQLite's shared in-memory database: tests that race two
+# delivery runs need real SQLite locking (busy timeout, WAL), which shared
+# cache mode replaces with instant "table is locked" errors.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}  # noqa: F405
+
 # Delivery runs in the test process, right after the sending transaction
 # commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).
 TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}

@@ -11,7 +11,7 @@ from email.charset import Charset
 from email.message import Message
 from email.mime.base import MIMEBase
 from email.parser import BytesParser
-from email.policy import compat32
+from email.policy import Compat32, compat32
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -51,9 +51,42 @@ MESSAGE_CLASSES: dict[str, type[EmailMessage]] = {
 class StoredMIMEPart(MIMEBase):
     """A MIME part parsed back from the bytes serialize() stored."""
 
-    def __init__(self, policy=compat32):
+    def __init__(self, policy: Compat32 = compat32):
         # Skip MIMEBase.__init__: the parsed bytes bring every header, Content-Type included.
         Message.__init__(self, policy)
+
+
+class _FoldedHeader:
+    """A parsed header value that the generator writes back exactly as it was folded."""
+
+    def __init__(self, value: str, lines: list[str]):
+        self.value, self.lines = value, lines
+
+    def encode(self, linesep: str = "\n", **kwargs: Any) -> str:
+        """Return the header's original lines, joined by the generator's line separator."""
+        return linesep.join(self.lines)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _KeepFolding(Compat32):
+    """Parse headers so they read as usual but are written back unchanged."""
+
+    # Compat32 refolds parsed values: leading spaces vanish, long encoded words move.
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, _FoldedHeader]:
+        """Return the header name and its value, keeping its original lines."""
+        name, value = super().header_source_parse(sourcelines)
+        lines = [line.rstrip("\r\n") for line in sourcelines]
+        lines[0] = lines[0][len(name) + 1 :].removeprefix(" ")
+        return name, _FoldedHeader(value, lines)
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        """Return the header's value as Compat32 would."""
+        return super().header_fetch_parse(name, value.value if isinstance(value, _FoldedHeader) else value)
+
+
+KEEP_FOLDING = _KeepFolding()
 
 
 def serialize(message: EmailMessage) -> dict:
@@ -242,7 +275,7 @@ def _load_content(item: dict) -> Any:
 
 def _parse_mime(encoded: str) -> StoredMIMEPart:
     """Return the MIME part whose base64-encoded bytes are given."""
-    return BytesParser(StoredMIMEPart, policy=compat32).parsebytes(_unb64(encoded))
+    return BytesParser(StoredMIMEPart, policy=KEEP_FOLDING).parsebytes(_unb64(encoded))
 
 
 def _expect(data: dict, key: str, kind: type) -> Any:

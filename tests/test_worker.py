@@ -1,0 +1,193 @@
+"""The delivery worker in-process: the real db_worker loop, claims, the sweep."""
+
+import threading
+from datetime import timedelta
+from functools import partial
+
+import pytest
+from django.core.management import call_command
+from django.core.mail import send_mail
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from transactional import delivery, tasks
+from transactional.models import Attempt, Message, OutboxState
+from transactional.testing.fake_mailgun import running_fake_mailgun
+
+pytestmark = pytest.mark.django_db
+
+DB_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+
+@pytest.fixture
+def db_tasks(settings, outbox):
+    """Use django-tasks-db, as production does; return a one-shot worker runner."""
+    settings.TASKS = DB_TASKS
+    return partial(
+        call_command, "delivery_worker", verbosity=0, batch=True, interval=0,
+        startup_delay=False, reload=False,
+    )
+
+
+def send(n: int = 1) -> None:
+    for i in range(n):
+        send_mail(f"Message {i}", "Body", "shop@acme.test", [f"user{i}@example.org"])
+
+
+# db_worker closes "old" connections between tasks, which would end a test
+# wrapped in a transaction: these tests commit for real.
+@pytest.mark.django_db(transaction=True)
+def test_the_real_worker_delivers_queued_mail(db_tasks, mailoutbox):
+    send(3)
+    assert mailoutbox == []
+
+    db_tasks()
+
+    assert len(mailoutbox) == 3
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_burst_of_sends_enqueues_one_delivery_run(db_tasks, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        send(50)
+
+    assert DBTaskResult.objects.filter(task_path="transactional.tasks.deliver").count() == 1
+    assert OutboxState.objects.get().kick_pending is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_starts_the_periodic_sweep(db_tasks, settings):
+    db_tasks()
+
+    state = OutboxState.objects.get()
+    pending = DBTaskResult.objects.filter(task_path="transactional.tasks.sweep", status="READY").get()
+    assert pending.run_after == state.sweep_due_at
+    assert state.sweep_due_at > timezone.now() + timedelta(seconds=50)  # the next one, a minute on
+
+
+def test_a_second_claim_gets_nothing(outbox):
+    send(1)
+
+    first = delivery.claim(10)
+    second = delivery.claim(10)
+
+    assert [m.pk for m in first] == [Message.objects.get().pk]
+    assert second == []
+    assert Message.objects.get().status == Message.Status.SENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_racing_send_each_message_once(settings, outbox, mail_settings):
+    """Two delivery runs in two threads, one slow fake ESP: nothing is sent twice."""
+    with running_fake_mailgun(latency=0.02) as esp:
+        mail_settings("mailgun", MAILGUN_API_KEY="key-test", MAILGUN_SENDER_DOMAIN="mg.acme-mail.com",
+                      MAILGUN_API_URL=esp.base_url)
+        settings.EMAIL_BACKEND = "transactional.backends.EmailBackend"
+        settings.TRANSACTIONAL_BATCH_SIZE = 5
+        send(60)
+
+        runs = [threading.Thread(target=_run_and_close) for _ in range(2)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(timeout=60)
+
+        assert esp.count == 60
+        assert esp.duplicates() == {}
+    assert Message.objects.filter(status="sent").count() == 60
+    assert Attempt.objects.count() == 60
+
+
+def _run_and_close() -> None:
+    from django.db import connection
+
+    try:
+        delivery.deliver_due()
+    finally:
+        connection.close()
+
+
+def test_the_sweep_returns_messages_whose_lease_expired(outbox, mailoutbox, settings):
+    settings.TRANSACTIONAL_LEASE_SECONDS = 300
+    send(1)
+    [claimed] = delivery.claim(1)  # ... and the worker died here
+    Message.objects.update(claimed_at=timezone.now() - timedelta(seconds=301))
+
+    result = delivery.sweep()  # re-queues, then kicks a run (inline, in tests)
+
+    assert result["requeued"] == 1
+    message = Message.objects.get()
+    assert list(message.attempt_log.values_list("outcome", flat=True)) == ["abandoned", "sent"]
+    assert message.status == Message.Status.SENT
+    assert message.attempts == 2
+    assert len(mailoutbox) == 1
+
+
+def test_the_sweep_leaves_a_live_lease_alone(outbox):
+    send(1)
+    delivery.claim(1)
+
+    assert delivery.sweep()["requeued"] == 0
+    assert Message.objects.get().status == Message.Status.SENDING
+
+
+def test_the_sweep_delivers_mail_whose_enqueue_was_lost(outbox, mailoutbox, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        send(2)  # committed, but the delivery task never got enqueued
+    assert mailoutbox == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = delivery.sweep()
+
+    assert result["due"] == 2
+    assert len(mailoutbox) == 2
+
+
+def test_the_sweep_does_not_disturb_messages_waiting_to_retry(outbox, mailoutbox):
+    send(1)
+    later = timezone.now() + timedelta(minutes=10)
+    Message.objects.update(status=Message.Status.RETRYING, next_attempt_at=later, attempts=1)
+
+    result = delivery.sweep()
+
+    assert result == {"requeued": 0, "due": 0}
+    message = Message.objects.get()
+    assert (message.status, message.next_attempt_at) == (Message.Status.RETRYING, later)
+    assert mailoutbox == []
+
+
+def test_a_failed_enqueue_leaves_mail_for_the_sweep(outbox, settings, django_capture_on_commit_callbacks, caplog):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend"}}  # django_rq not installed: enqueue fails
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert send_mail("Hi", "Body", "shop@acme.test", ["ann@example.org"]) == 1
+
+    assert Message.objects.get().status == Message.Status.QUEUED
+    assert OutboxState.objects.get().kick_pending is False
+    assert "Could not enqueue a delivery run; the sweep will retry" in caplog.text
+
+
+def test_retries_are_scheduled_with_the_task_backend(db_tasks, settings):
+    settings.TRANSACTIONAL_DELIVERY_BACKEND = "tests.test_worker.AlwaysDown"
+    settings.TRANSACTIONAL_RETRY_BASE_SECONDS = 60
+    send(1)
+
+    delivery.deliver_due()
+
+    message = Message.objects.get()
+    assert message.status == Message.Status.RETRYING
+    scheduled = DBTaskResult.objects.get(task_path="transactional.tasks.deliver", status="READY")
+    assert scheduled.run_after == message.next_attempt_at
+
+
+class AlwaysDown:
+    """A delivery backend whose server refuses every connection."""
+
+    def __init__(self, fail_silently=False, **kwargs):
+        pass
+
+    def open(self):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    def close(self):
+        pass
