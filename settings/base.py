@@ -81,7 +81,8 @@ MIDDLEWARE = [
 # BACKGROUND DELIVERY (Django Tasks API, django-tasks backport)
 # ------------------------------------------------------------------------------
 # db: django-tasks-db, run `manage.py delivery_worker` (or `db_worker`);
-# rq: RQ on Redis, run `manage.py rqworker --with-scheduler`;
+# rq: RQ on Redis, run `manage.py rqworker default --with-scheduler
+#     --job-class django_tasks_rq.backend.Job`;
 # immediate: deliver inside the sending process, after its commit.
 # https://github.com/RealOrangeOne/django-tasks
 TASKS_BACKEND = env.choice("TASKS_BACKEND", ("db", "rq", "immediate"), default="db")

@@ -5,6 +5,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from email.charset import Charset
+from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
 from email.mime.text import MIMEText
@@ -483,6 +484,8 @@ def attachments(draw):
         part.add_header("Content-ID", f"<{draw(local_parts)}@inline>")
     if (filename := draw(filenames)) is not None:
         part.add_header("Content-Disposition", "inline", filename=filename)
+    if description := draw(st.none() | header_text | st.builds(Header, header_text.map(lambda s: s * 5), st.just("utf-8"))):
+        part["Content-Description"] = description
     return part
 
 

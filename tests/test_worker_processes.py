@@ -1,0 +1,130 @@
+"""Real worker processes against a real database and a loopback fake ESP.
+
+These tests start `manage.py` in other processes, which cannot see the test
+database of the pytest process, so each builds its own database: a SQLite
+file, PostgreSQL (the local server), and RQ on the local Redis.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from transactional.testing.fake_mailgun import running_fake_mailgun
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+ENQUEUE = """
+from django.core.mail import send_mail
+for i in range({n}):
+    send_mail(f"Order {{i}}", "Thanks", "shop@acme-corp.com", [f"user{{i}}@example.org"])
+"""
+REPORT = """
+import json
+from transactional.models import Message, Attempt
+print(json.dumps({
+    "statuses": sorted(set(Message.objects.values_list("status", flat=True))),
+    "sent": Message.objects.filter(status="sent").count(),
+    "attempts": Attempt.objects.count(),
+}))
+"""
+
+
+def manage(*args: str, environ: dict[str, str], timeout: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environ,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def environment(database_url: str, esp_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "settings.dev",
+        "DATABASE_URL": database_url,
+        "EMAIL_PROVIDER": "mailgun",
+        "MAILGUN_API_KEY": "key-test",
+        "MAILGUN_SENDER_DOMAIN": "mg.acme-corp.com",
+        "MAILGUN_API_URL": esp_url,
+        "TASKS_BACKEND": "db",
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'outbox.sqlite3'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    name = f"transactional_procs_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {error}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
+def test_two_worker_processes_deliver_each_message_exactly_once(database, request):
+    database_url = request.getfixturevalue(database)
+    with running_fake_mailgun(latency=0.005, api_key="key-test") as esp:
+        env = environment(database_url, esp.base_url, TRANSACTIONAL_BATCH_SIZE="25")
+        manage("migrate", "--no-input", "-v0", environ=env)
+        manage("shell", "-c", ENQUEUE.format(n=500), environ=env)
+
+        worker = [sys.executable, "manage.py", "delivery_worker", "--batch", "--interval", "0",
+                  "--no-startup-delay", "--no-reload", "-v0"]
+        workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        outputs = [w.communicate(timeout=180)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+
+        assert esp.count == 500
+        assert esp.duplicates() == {}
+        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
+    assert report == {"statuses": ["sent"], "sent": 500, "attempts": 500}
+
+
+def test_an_rq_worker_delivers_through_redis(sqlite_url):
+    redis = pytest.importorskip("redis")
+    connection = redis.Redis.from_url(REDIS)
+    try:
+        connection.ping()
+    except redis.ConnectionError as error:
+        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
+    connection.flushdb()
+    try:
+        with running_fake_mailgun(api_key="key-test") as esp:
+            env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=REDIS)
+            manage("migrate", "--no-input", "-v0", environ=env)
+            manage("shell", "-c", ENQUEUE.format(n=1), environ=env)
+            assert esp.count == 0  # stored and queued in Redis, not sent yet
+
+            manage("rqworker", "default", "--burst", "--with-scheduler",
+                   "--job-class", "django_tasks_rq.backend.Job", environ=env)
+
+            assert [m.subject for m in esp.messages] == ["Order 0"]
+            report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
+        assert report == {"statuses": ["sent"], "sent": 1, "attempts": 1}
+    finally:
+        connection.flushdb()
