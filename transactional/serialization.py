@@ -1,7 +1,6 @@
 """Turn django.core.mail messages into JSON-safe data and back, for the outbox.
 
-The worker must send exactly what the caller built, so nothing is re-processed on
-the way back: attachments and alternatives are restored as stored, not re-attached.
+The worker sends exactly what the caller built: nothing is re-attached or re-processed.
 """
 
 import base64
@@ -23,19 +22,10 @@ from django.utils.functional import Promise
 
 VERSION = 1
 
+# Every data attribute of anymail's AnymailMessageMixin (django-anymail 15.2).
 ANYMAIL_ATTRIBUTES: tuple[str, ...] = (
-    "tags",
-    "metadata",
-    "merge_data",
-    "merge_global_data",
-    "merge_metadata",
-    "merge_headers",
-    "template_id",
-    "track_opens",
-    "track_clicks",
-    "send_at",
-    "esp_extra",
-    "envelope_sender",
+    "tags", "metadata", "merge_data", "merge_global_data", "merge_metadata", "merge_headers",
+    "template_id", "track_opens", "track_clicks", "send_at", "esp_extra", "envelope_sender",
 )
 
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
@@ -66,9 +56,6 @@ class _FoldedHeader:
         """Return the header's original lines, joined by the generator's line separator."""
         return linesep.join(self.lines)
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class _KeepFolding(Compat32):
     """Parse headers so they read as usual but are written back unchanged."""
@@ -83,7 +70,9 @@ class _KeepFolding(Compat32):
 
     def header_fetch_parse(self, name: str, value: Any) -> Any:
         """Return the header's value as Compat32 would."""
-        return super().header_fetch_parse(name, value.value if isinstance(value, _FoldedHeader) else value)
+        if isinstance(value, _FoldedHeader):
+            value = value.value
+        return super().header_fetch_parse(name, value)
 
 
 KEEP_FOLDING = _KeepFolding()
@@ -93,6 +82,7 @@ def serialize(message: EmailMessage) -> dict:
     """Return JSON-safe data from which deserialize() rebuilds the message."""
     if not isinstance(message, EmailMessage):
         raise TypeError(f"Expected an EmailMessage, got {type(message).__name__}.")
+    headers = message.extra_headers.items()
     data: dict[str, Any] = {
         "version": VERSION,
         "class": _class_name(message),
@@ -105,7 +95,7 @@ def serialize(message: EmailMessage) -> dict:
         },
         # Pairs, not an object: order and case variants survive PostgreSQL's jsonb.
         # Django renders every header value with str(), so str() here changes nothing sent.
-        "headers": [[_text(name, "header name"), str(value)] for name, value in message.extra_headers.items()],
+        "headers": [[_text(name, "header name"), str(value)] for name, value in headers],
         "content_subtype": _text(message.content_subtype, "content_subtype"),
         "mixed_subtype": _text(message.mixed_subtype, "mixed_subtype"),
         "encoding": None if message.encoding is None else str(message.encoding),
@@ -134,9 +124,7 @@ def deserialize(data: dict) -> EmailMessage:
     if not isinstance(data, dict) or "version" not in data:
         raise ValueError("Malformed serialized message: expected a dict with a 'version' key.")
     if data["version"] != VERSION:
-        raise ValueError(
-            f"Unknown serialized message version {data['version']!r}; this code reads version {VERSION}."
-        )
+        raise ValueError(f"Unknown serialized message version {data['version']!r}, not {VERSION}.")
     try:
         return _build(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -192,9 +180,7 @@ def _json_value(value: Any, name: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be JSON-serializable: {exc}") from exc
     if copy != value:
-        raise ValueError(
-            f"{name} must be JSON-serializable without conversion (no tuples, only str keys): {value!r}"
-        )
+        raise ValueError(f"{name} must be JSON-serializable as is (no tuples, str keys): {value!r}")
     return copy
 
 
@@ -259,7 +245,7 @@ def _dump_content(content: Any) -> dict:
         return {"content_message": serialize(content)}
     if isinstance(content, Message):
         return {"content_mime": _b64(content.as_bytes())}
-    raise ValueError(f"Attachment content must be str, bytes or a message, got {type(content).__name__}.")
+    raise ValueError(f"Attachment content must be str, bytes or a message, not {content!r}.")
 
 
 def _load_content(item: dict) -> Any:
