@@ -98,6 +98,14 @@ if TASKS_BACKEND == "rq":
     RQ_QUEUES = {"default": {"URL": env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")}}
 
 
+# Knobs an operator may change per deployment; every other TRANSACTIONAL_*
+# setting keeps its default from transactional/conf.py (docs/configuration.md).
+if env.is_set("TRANSACTIONAL_MAX_ATTEMPTS"):
+    TRANSACTIONAL_MAX_ATTEMPTS = env.int("TRANSACTIONAL_MAX_ATTEMPTS", default=0, minimum=1)
+if env.is_set("TRANSACTIONAL_RETRY_BASE_SECONDS"):
+    TRANSACTIONAL_RETRY_BASE_SECONDS = env.float("TRANSACTIONAL_RETRY_BASE_SECONDS", default=0, minimum=0)
+
+
 # TEMPLATES AND STATIC FILES
 # ------------------------------------------------------------------------------
 # https://docs.djangoproject.com/en/5.2/ref/settings/#templates

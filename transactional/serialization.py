@@ -3,8 +3,8 @@
 The worker sends exactly what the caller built: nothing is re-attached or re-processed.
 """
 
-import base64
 import json
+from base64 import b64decode, b64encode
 from datetime import date, datetime
 from email.charset import Charset
 from email.message import Message
@@ -42,8 +42,7 @@ class StoredMIMEPart(MIMEBase):
     """A MIME part parsed back from the bytes serialize() stored."""
 
     def __init__(self, policy: Compat32 = compat32):
-        # Skip MIMEBase.__init__: the parsed bytes bring every header, Content-Type included.
-        Message.__init__(self, policy)
+        Message.__init__(self, policy)  # not MIMEBase's: the bytes bring every header
 
 
 class _FoldedHeader:
@@ -53,16 +52,16 @@ class _FoldedHeader:
         self.value, self.lines = value, lines
 
     def encode(self, linesep: str = "\n", **kwargs: Any) -> str:
-        """Return the header's original lines, joined by the generator's line separator."""
+        """Return the original lines, joined by the generator's line separator."""
         return linesep.join(self.lines)
 
 
 class _KeepFolding(Compat32):
     """Parse headers so they read as usual but are written back unchanged."""
 
-    # Compat32 refolds parsed values: leading spaces vanish, long encoded words move.
+    # Plain Compat32 refolds parsed values: leading spaces vanish, long encoded words move.
     def header_source_parse(self, sourcelines: list[str]) -> tuple[str, _FoldedHeader]:
-        """Return the header name and its value, keeping its original lines."""
+        """Return the header's name and value, keeping its original lines."""
         name, value = super().header_source_parse(sourcelines)
         lines = [line.rstrip("\r\n") for line in sourcelines]
         lines[0] = lines[0][len(name) + 1 :].removeprefix(" ")
@@ -75,27 +74,18 @@ class _KeepFolding(Compat32):
         return super().header_fetch_parse(name, value)
 
 
-KEEP_FOLDING = _KeepFolding()
-
-
 def serialize(message: EmailMessage) -> dict:
     """Return JSON-safe data from which deserialize() rebuilds the message."""
     if not isinstance(message, EmailMessage):
         raise TypeError(f"Expected an EmailMessage, got {type(message).__name__}.")
-    headers = message.extra_headers.items()
     data: dict[str, Any] = {
         "version": VERSION,
         "class": _class_name(message),
-        "subject": _text(message.subject, "subject"),
-        "body": _text(message.body, "body"),
-        "from_email": _text(message.from_email, "from_email"),
-        **{
-            field: [_text(address, field) for address in getattr(message, field)]
-            for field in ADDRESS_FIELDS
-        },
+        **{field: _text(getattr(message, field), field) for field in ("subject", "body", "from_email")},
+        **{field: [_text(item, field) for item in getattr(message, field)] for field in ADDRESS_FIELDS},
         # Pairs, not an object: order and case variants survive PostgreSQL's jsonb.
         # Django renders every header value with str(), so str() here changes nothing sent.
-        "headers": [[_text(name, "header name"), str(value)] for name, value in headers],
+        "headers": [[_text(name, "header"), str(value)] for name, value in message.extra_headers.items()],
         "content_subtype": _text(message.content_subtype, "content_subtype"),
         "mixed_subtype": _text(message.mixed_subtype, "mixed_subtype"),
         "encoding": None if message.encoding is None else str(message.encoding),
@@ -107,8 +97,8 @@ def serialize(message: EmailMessage) -> dict:
         },
     }
     if isinstance(message.encoding, Charset):
-        # A Charset object's own body encoding changes the bytes (Django sends "utf-8"
-        # as 8bit but a Charset("utf-8") as base64), so keep its settings too.
+        # Its own encodings change the bytes: Django sends a Charset("utf-8") body as base64
+        # but an "utf-8" one as 8bit.
         data["charset"] = dict(vars(message.encoding))
     if isinstance(message, EmailMultiAlternatives):
         data["alternative_subtype"] = _text(message.alternative_subtype, "alternative_subtype")
@@ -188,7 +178,7 @@ def _dump_send_at(value: Any) -> dict:
     """Return send_at tagged with its type, so it comes back as the same type."""
     if isinstance(value, datetime):
         if isinstance(value.tzinfo, ZoneInfo) and value.tzinfo.key:
-            # Keep the zone, not just today's offset: local wall time + zone name + fold.
+            # Keep the zone, not just today's offset: wall time + zone name + fold.
             naive = value.replace(tzinfo=None).isoformat()
             return {"datetime": naive, "zone": value.tzinfo.key, "fold": value.fold}
         return {"datetime": value.isoformat(), "fold": value.fold}
@@ -217,9 +207,9 @@ def _load_encoding(data: dict) -> str | Charset | None:
 
 
 def _dump_attachment(attachment: Any) -> dict:
-    """Return an attachment: a MIME part's full bytes, or (filename, content, mimetype)."""
+    """Return an attachment: a MIME part's full bytes, or filename, content and mimetype."""
     if isinstance(attachment, MIMEBase):
-        return {"mime": _b64(attachment.as_bytes())}
+        return {"mime": b64encode(attachment.as_bytes()).decode()}
     filename, content, mimetype = attachment
     return {
         "filename": None if filename is None else _text(filename, "attachment filename"),
@@ -240,11 +230,11 @@ def _dump_content(content: Any) -> dict:
     if isinstance(content, (str, Promise)):
         return {"content": str(content)}
     if isinstance(content, bytes):
-        return {"content_base64": _b64(content)}
+        return {"content_base64": b64encode(content).decode()}
     if isinstance(content, EmailMessage):
         return {"content_message": serialize(content)}
     if isinstance(content, Message):
-        return {"content_mime": _b64(content.as_bytes())}
+        return {"content_mime": b64encode(content.as_bytes()).decode()}
     raise ValueError(f"Attachment content must be str, bytes or a message, not {content!r}.")
 
 
@@ -253,7 +243,7 @@ def _load_content(item: dict) -> Any:
     if "content" in item:
         return item["content"]
     if "content_base64" in item:
-        return _unb64(item["content_base64"])
+        return b64decode(item["content_base64"], validate=True)
     if "content_message" in item:
         return deserialize(item["content_message"])
     return _parse_mime(item["content_mime"])
@@ -261,7 +251,8 @@ def _load_content(item: dict) -> Any:
 
 def _parse_mime(encoded: str) -> StoredMIMEPart:
     """Return the MIME part whose base64-encoded bytes are given."""
-    return BytesParser(StoredMIMEPart, policy=KEEP_FOLDING).parsebytes(_unb64(encoded))
+    raw = b64decode(encoded, validate=True)
+    return BytesParser(StoredMIMEPart, policy=_KeepFolding()).parsebytes(raw)
 
 
 def _expect(data: dict, key: str, kind: type) -> Any:
@@ -269,13 +260,3 @@ def _expect(data: dict, key: str, kind: type) -> Any:
     if not isinstance(data[key], kind):
         raise ValueError(f"{key!r} must be a {kind.__name__}, got {type(data[key]).__name__}")
     return data[key]
-
-
-def _b64(content: bytes) -> str:
-    """Return content as base64 text."""
-    return base64.b64encode(content).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    """Return the bytes encoded in base64 text."""
-    return base64.b64decode(text, validate=True)
