@@ -44,3 +44,8 @@ def get_setting(name: str) -> Any:
 def delivery_backend() -> str:
     """Return the dotted path of the backend that really sends."""
     return settings.TRANSACTIONAL_DELIVERY_BACKEND
+
+
+def provider_name() -> str:
+    """Return EMAIL_PROVIDER, or the delivery backend's module name without it."""
+    return getattr(settings, "EMAIL_PROVIDER", "") or delivery_backend().rsplit(".", 2)[-2]

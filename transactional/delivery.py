@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
-from django.conf import settings
 from django.core.mail import get_connection
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from . import notifications, retries
-from .conf import delivery_backend, get_setting
+from .conf import delivery_backend, get_setting, provider_name
 from .exceptions import ProviderConfigurationError
 from .models import Attempt, Message, Recipient, normalize_address
 from .serialization import deserialize
@@ -129,7 +128,7 @@ def claim(limit: int) -> list[Message]:
             .prefetch_related("recipients")
             .order_by("next_attempt_at", "pk")
         )
-        provider = settings.EMAIL_PROVIDER
+        provider = provider_name()
         Attempt.objects.bulk_create(
             Attempt(message=m, number=m.attempts, provider=provider, started_at=now) for m in messages
         )
@@ -177,11 +176,10 @@ class _Senders:
     def send(self, claimed: Claimed) -> Result:
         message = claimed.message
         result = Result(message.pk, message.claimed_at)
-        email = _rebuild(message, claimed.excluded)
-        if email is None:
-            return result  # nobody left to send to
         try:
-            email.connection = None
+            email = _rebuild(message, claimed.excluded)
+            if email is None:
+                return result  # nobody left to send to
             self.connection().send_messages([email])
         except Exception as error:  # classified by retries.classify() when recorded
             result.error = error
@@ -256,7 +254,7 @@ def _record_success(message: Message, result: Result, now: datetime) -> None:
         recipient.updated_at = now
     Recipient.objects.bulk_update(recipients, ["status", "esp_message_id", "updated_at"])
     _finish(message, Message.Status.SENT, Attempt.Outcome.SENT, now, sent_at=now)
-    logger.info("Sent message %s (%s) via %s", message.pk, message.message_id, settings.EMAIL_PROVIDER)
+    logger.info("Sent message %s (%s) via %s", message.pk, message.message_id, provider_name())
 
 
 def _record_failure(message: Message, error: BaseException, now: datetime) -> None:
@@ -290,10 +288,10 @@ def _finish(message: Message, status: str, outcome: str, now: datetime, *, error
             next_attempt_at: datetime | None = None, sent_at: datetime | None = None,
             error_type: str = "", status_code: int | None = None) -> None:
     fields = {"status": status, "last_error": error, "next_attempt_at": next_attempt_at,
-              "claimed_at": None, "provider": settings.EMAIL_PROVIDER, "updated_at": now}
+              "claimed_at": None, "provider": provider_name(), "updated_at": now}
     if sent_at:
         fields["sent_at"] = sent_at
-    Message.objects.filter(pk=message.pk).update(**fields)
+    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING, claimed_at=message.claimed_at).update(**fields)
     Attempt.objects.filter(message=message, number=message.attempts).update(
         outcome=outcome, finished_at=now, error_type=error_type, error=error if outcome != "sent" else "",
         status_code=status_code,
