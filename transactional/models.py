@@ -1,5 +1,6 @@
 """The outbox: every message, its recipients and attempts, and the suppression list."""
 
+import hashlib
 from datetime import datetime
 
 from django.db import models
@@ -10,6 +11,11 @@ from django.utils import timezone
 def normalize_address(address: str) -> str:
     """Return the form addresses are compared and stored in: trimmed, lower-case."""
     return address.strip().lower()
+
+
+def address_hash(address: str) -> str:
+    """Return the SHA-256 of the normalized address (kept after `forget`)."""
+    return hashlib.sha256(normalize_address(address).encode()).hexdigest()
 
 
 class MessageQuerySet(models.QuerySet):
@@ -160,6 +166,51 @@ class Attempt(models.Model):
         return f"#{self.message_id} attempt {self.number}: {self.outcome}"
 
 
+class Event(models.Model):
+    """One ESP tracking event for one address, as anymail normalized it."""
+
+    class ESP(models.TextChoices):
+        MAILGUN = "mailgun", "Mailgun"
+        SENDGRID = "sendgrid", "SendGrid"
+        AMAZON_SES = "amazon_ses", "Amazon SES"
+
+    esp = models.CharField("ESP", max_length=16, choices=ESP.choices)
+    event_id = models.CharField(max_length=255, help_text="The ESP's id, or a hash of the raw event.")
+    address = models.CharField(max_length=320, blank=True, help_text="Normalized recipient address.")
+    event_type = models.CharField(max_length=32, help_text="anymail's normalized type.")
+    esp_message_id = models.CharField("ESP message id", max_length=255, blank=True, db_index=True)
+    timestamp = models.DateTimeField(null=True, blank=True, help_text="When the ESP says it happened.")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    recipient = models.ForeignKey(
+        Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    reject_reason = models.CharField(max_length=32, blank=True)
+    description = models.TextField(blank=True)
+    mta_response = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    user_agent = models.TextField(blank=True)
+    click_url = models.TextField(blank=True)
+    raw = models.JSONField(null=True, blank=True, help_text="The ESP's payload for this event.")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-timestamp", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["esp", "event_id", "address"], name="event_unique_per_address"),
+        ]
+        indexes = [
+            models.Index(fields=["address"], name="event_address_idx"),
+            models.Index(fields=["event_type", "timestamp"], name="event_type_time_idx"),
+            models.Index(
+                fields=["esp_message_id"], condition=Q(message__isnull=True), name="event_unlinked_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.esp} {self.event_type} {self.address}"
+
+
 class SuppressionQuerySet(models.QuerySet):
     def for_addresses(self, addresses) -> "SuppressionQuerySet":
         return self.filter(address__in={normalize_address(a) for a in addresses})
@@ -176,9 +227,14 @@ class Suppression(models.Model):
         MANUAL = "manual", "added by hand"
 
     address = models.CharField(max_length=320, unique=True)
+    address_hash = models.CharField(max_length=64, db_index=True, editable=False, default="")
     reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.MANUAL)
     source = models.CharField(max_length=64, blank=True, help_text='Where it came from: "admin", "import", an ESP.')
     note = models.TextField(blank=True)
+    event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="suppressions",
+        help_text="The ESP event that caused it, if any.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = SuppressionQuerySet.as_manager()
@@ -188,6 +244,8 @@ class Suppression(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.address = normalize_address(self.address)
+        if not self.address_hash:
+            self.address_hash = address_hash(self.address)
         super().save(*args, **kwargs)
 
     def __str__(self) -> str:
