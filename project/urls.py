@@ -12,4 +12,6 @@ urlpatterns = [
     path("anymail/", include("anymail.urls")),
     path("birthday/", include("birthday.urls")),
     path("healthz", healthz, name="healthz"),
+    # Development pages: 404 unless DEBUG, decided per request.
+    path("dev/", include("transactional.dev.urls")),
 ]
