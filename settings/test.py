@@ -4,6 +4,10 @@ pytest uses this module (see pyproject.toml). Mail goes to the in-memory
 outbox (``mailoutbox``); ESP tests switch provider with ``override_settings``.
 """
 
+import os
+import tempfile
+from pathlib import Path
+
 from .base import *  # noqa: F403
 from .base import BASE_DIR
 from .env import Env
@@ -18,8 +22,11 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # A file, not SQLite's shared in-memory database: tests that race two
 # delivery runs need real SQLite locking (busy timeout, WAL), which shared
 # cache mode replaces with instant "table is locked" errors.
+# One file per test process, so two runs at once never share it.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".pytest-db.sqlite3")}  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(Path(tempfile.gettempdir()) / f"transactional-test-{os.getpid()}.sqlite3")
+    }
 
 # Delivery runs in the test process, right after the sending transaction
 # commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).

@@ -1,11 +1,8 @@
-"""Turn django.core.mail messages into JSON-safe data and back, for the outbox.
-
-The worker sends exactly what the caller built: nothing is re-attached or re-processed.
-"""
+"""Turn django.core.mail messages into JSON-safe data and back, unchanged, for the outbox."""
 
 import json
 from base64 import b64decode, b64encode
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from email.charset import Charset
 from email.message import Message
 from email.mime.base import MIMEBase
@@ -28,14 +25,15 @@ ANYMAIL_ATTRIBUTES: tuple[str, ...] = (
     "template_id", "track_opens", "track_clicks", "send_at", "esp_extra", "envelope_sender",
 )
 
+TEXT_FIELDS = ("subject", "body", "from_email", "content_subtype", "mixed_subtype")
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 
-MESSAGE_CLASSES: dict[str, type[EmailMessage]] = {
-    "EmailMessage": EmailMessage,
-    "EmailMultiAlternatives": EmailMultiAlternatives,
-    "AnymailMessageMixin": AnymailMessageMixin,
-    "AnymailMessage": AnymailMessage,
+# (is anymail's, has alternatives) -> the closest class deserialize() can rebuild.
+CLOSEST_CLASS: dict[tuple[bool, bool], type[EmailMessage]] = {
+    (False, False): EmailMessage, (False, True): EmailMultiAlternatives,
+    (True, False): AnymailMessageMixin, (True, True): AnymailMessage,
 }
+MESSAGE_CLASSES = {cls.__name__: cls for cls in CLOSEST_CLASS.values()}
 
 
 class StoredMIMEPart(MIMEBase):
@@ -55,6 +53,10 @@ class _FoldedHeader:
         """Return the original lines, joined by the generator's line separator."""
         return linesep.join(self.lines)
 
+    def __str__(self) -> str:
+        # While generating, email reads headers via plain Compat32, which relies on str().
+        return self.value
+
 
 class _KeepFolding(Compat32):
     """Parse headers so they read as usual but are written back unchanged."""
@@ -69,25 +71,21 @@ class _KeepFolding(Compat32):
 
     def header_fetch_parse(self, name: str, value: Any) -> Any:
         """Return the header's value as Compat32 would."""
-        if isinstance(value, _FoldedHeader):
-            value = value.value
-        return super().header_fetch_parse(name, value)
+        return super().header_fetch_parse(name, getattr(value, "value", value))
 
 
 def serialize(message: EmailMessage) -> dict:
     """Return JSON-safe data from which deserialize() rebuilds the message."""
-    if not isinstance(message, EmailMessage):
-        raise TypeError(f"Expected an EmailMessage, got {type(message).__name__}.")
+    kind = isinstance(message, AnymailMessageMixin), isinstance(message, EmailMultiAlternatives)
+    headers = message.extra_headers
     data: dict[str, Any] = {
         "version": VERSION,
-        "class": _class_name(message),
-        **{field: _text(getattr(message, field), field) for field in ("subject", "body", "from_email")},
-        **{field: [_text(item, field) for item in getattr(message, field)] for field in ADDRESS_FIELDS},
+        "class": CLOSEST_CLASS[kind].__name__,
+        **{field: _text(getattr(message, field), field) for field in TEXT_FIELDS},
+        **{field: [_text(a, field) for a in getattr(message, field)] for field in ADDRESS_FIELDS},
         # Pairs, not an object: order and case variants survive PostgreSQL's jsonb.
         # Django renders every header value with str(), so str() here changes nothing sent.
-        "headers": [[_text(name, "header"), str(value)] for name, value in message.extra_headers.items()],
-        "content_subtype": _text(message.content_subtype, "content_subtype"),
-        "mixed_subtype": _text(message.mixed_subtype, "mixed_subtype"),
+        "headers": [[_text(name, "header"), str(value)] for name, value in headers.items()],
         "encoding": None if message.encoding is None else str(message.encoding),
         "attachments": [_dump_attachment(attachment) for attachment in message.attachments],
         "anymail": {
@@ -97,8 +95,7 @@ def serialize(message: EmailMessage) -> dict:
         },
     }
     if isinstance(message.encoding, Charset):
-        # Its own encodings change the bytes: Django sends a Charset("utf-8") body as base64
-        # but an "utf-8" one as 8bit.
+        # Its encodings change the bytes: a Charset("utf-8") body goes as base64, "utf-8" as 8bit.
         data["charset"] = dict(vars(message.encoding))
     if isinstance(message, EmailMultiAlternatives):
         data["alternative_subtype"] = _text(message.alternative_subtype, "alternative_subtype")
@@ -116,48 +113,35 @@ def deserialize(data: dict) -> EmailMessage:
     if data["version"] != VERSION:
         raise ValueError(f"Unknown serialized message version {data['version']!r}, not {VERSION}.")
     try:
-        return _build(data)
+        message = MESSAGE_CLASSES[data["class"]]()
+        for field in TEXT_FIELDS:
+            setattr(message, field, _expect(data, field, str))
+        for field in ADDRESS_FIELDS:
+            setattr(message, field, list(_expect(data, field, list)))
+        message.extra_headers = {name: value for name, value in _expect(data, "headers", list)}
+        message.encoding = data["encoding"]
+        if "charset" in data:  # a Charset object, with its own encodings
+            message.encoding = Charset(data["encoding"])
+            vars(message.encoding).update(_expect(data, "charset", dict))
+        message.attachments = [_load_attachment(a) for a in _expect(data, "attachments", list)]
+        if "alternatives" in data:
+            message.alternative_subtype = _expect(data, "alternative_subtype", str)
+            message.alternatives = [
+                EmailAlternative(_load_content(alternative), alternative["mimetype"])
+                for alternative in _expect(data, "alternatives", list)
+            ]
+        for name, value in _expect(data, "anymail", dict).items():
+            if name not in ANYMAIL_ATTRIBUTES:
+                raise ValueError(f"unknown anymail attribute {name!r}")
+            setattr(message, name, _load_send_at(value) if name == "send_at" else value)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"Malformed serialized message: {exc!r}") from exc
-
-
-def _build(data: dict) -> EmailMessage:
-    """Create the message from version 1 data."""
-    if data["class"] not in MESSAGE_CLASSES:
-        raise ValueError(f"unknown message class {data['class']!r}")
-    message = MESSAGE_CLASSES[data["class"]]()
-    for field in ("subject", "body", "from_email", "content_subtype", "mixed_subtype"):
-        setattr(message, field, _expect(data, field, str))
-    for field in ADDRESS_FIELDS:
-        setattr(message, field, list(_expect(data, field, list)))
-    message.extra_headers = {name: value for name, value in _expect(data, "headers", list)}
-    message.encoding = _load_encoding(data)
-    message.attachments = [_load_attachment(item) for item in _expect(data, "attachments", list)]
-    if "alternatives" in data:
-        message.alternative_subtype = _expect(data, "alternative_subtype", str)
-        message.alternatives = [
-            EmailAlternative(_load_content(item), item["mimetype"])
-            for item in _expect(data, "alternatives", list)
-        ]
-    for name, value in _expect(data, "anymail", dict).items():
-        if name not in ANYMAIL_ATTRIBUTES:
-            raise ValueError(f"unknown anymail attribute {name!r}")
-        setattr(message, name, _load_send_at(value) if name == "send_at" else value)
     return message
-
-
-def _class_name(message: EmailMessage) -> str:
-    """Return the name of the closest class deserialize() can rebuild."""
-    is_anymail = isinstance(message, AnymailMessageMixin)
-    if isinstance(message, EmailMultiAlternatives):
-        return "AnymailMessage" if is_anymail else "EmailMultiAlternatives"
-    return "AnymailMessageMixin" if is_anymail else "EmailMessage"
 
 
 def _text(value: Any, field: str) -> str:
     """Return value as a str, evaluating lazy translations now, in the sender's language."""
-    if isinstance(value, Promise):
-        value = str(value)
+    value = str(value) if isinstance(value, Promise) else value
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string, got {type(value).__name__}: {value!r}")
     return value
@@ -177,11 +161,12 @@ def _json_value(value: Any, name: str) -> Any:
 def _dump_send_at(value: Any) -> dict:
     """Return send_at tagged with its type, so it comes back as the same type."""
     if isinstance(value, datetime):
+        stored = {"datetime": value.replace(tzinfo=None).isoformat(), "fold": value.fold}
         if isinstance(value.tzinfo, ZoneInfo) and value.tzinfo.key:
-            # Keep the zone, not just today's offset: wall time + zone name + fold.
-            naive = value.replace(tzinfo=None).isoformat()
-            return {"datetime": naive, "zone": value.tzinfo.key, "fold": value.fold}
-        return {"datetime": value.isoformat(), "fold": value.fold}
+            stored["zone"] = value.tzinfo.key  # the zone itself, not just today's offset
+        elif (offset := value.utcoffset()) is not None:
+            stored["utcoffset"] = offset.total_seconds()
+        return stored
     if isinstance(value, date):
         return {"date": value.isoformat()}
     return {"json": _json_value(value, "send_at")}
@@ -191,19 +176,14 @@ def _load_send_at(item: dict) -> Any:
     """Return the send_at value stored by _dump_send_at()."""
     if "datetime" in item:
         value = datetime.fromisoformat(item["datetime"]).replace(fold=item["fold"])
-        return value.replace(tzinfo=ZoneInfo(item["zone"])) if "zone" in item else value
+        if "zone" in item:
+            return value.replace(tzinfo=ZoneInfo(item["zone"]))
+        if "utcoffset" in item:
+            return value.replace(tzinfo=timezone(timedelta(seconds=item["utcoffset"])))
+        return value
     if "date" in item:
         return date.fromisoformat(item["date"])
     return item["json"]
-
-
-def _load_encoding(data: dict) -> str | Charset | None:
-    """Return the message encoding: None, a charset name, or a Charset object."""
-    if "charset" not in data:
-        return data["encoding"]
-    charset = Charset(data["encoding"])
-    vars(charset).update(_expect(data, "charset", dict))
-    return charset
 
 
 def _dump_attachment(attachment: Any) -> dict:
@@ -211,11 +191,8 @@ def _dump_attachment(attachment: Any) -> dict:
     if isinstance(attachment, MIMEBase):
         return {"mime": b64encode(attachment.as_bytes()).decode()}
     filename, content, mimetype = attachment
-    return {
-        "filename": None if filename is None else _text(filename, "attachment filename"),
-        **_dump_content(content),
-        "mimetype": _text(mimetype, "attachment mimetype"),
-    }
+    filename = None if filename is None else _text(filename, "attachment filename")
+    return {"filename": filename, **_dump_content(content), "mimetype": _text(mimetype, "mimetype")}
 
 
 def _load_attachment(item: dict) -> MIMEBase | EmailAttachment:
@@ -251,8 +228,8 @@ def _load_content(item: dict) -> Any:
 
 def _parse_mime(encoded: str) -> StoredMIMEPart:
     """Return the MIME part whose base64-encoded bytes are given."""
-    raw = b64decode(encoded, validate=True)
-    return BytesParser(StoredMIMEPart, policy=_KeepFolding()).parsebytes(raw)
+    parser = BytesParser(StoredMIMEPart, policy=_KeepFolding())
+    return parser.parsebytes(b64decode(encoded, validate=True))
 
 
 def _expect(data: dict, key: str, kind: type) -> Any:
