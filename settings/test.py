@@ -28,6 +28,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
         "NAME": str(Path(tempfile.gettempdir()) / f"transactional-test-{os.getpid()}.sqlite3")
     }
 
+# The environment (or a .env file) must not change how the suite runs.
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "django_rq"]  # noqa: F405
+for _knob in ("TRANSACTIONAL_MAX_ATTEMPTS", "TRANSACTIONAL_RETRY_BASE_SECONDS"):
+    globals().pop(_knob, None)
+
 # Delivery runs in the test process, right after the sending transaction
 # commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).
 TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}

@@ -191,3 +191,14 @@ class AlwaysDown:
 
     def close(self):
         pass
+
+
+def test_a_run_stops_after_its_time_budget_and_hands_over(db_tasks, settings, mailoutbox):
+    settings.TRANSACTIONAL_RUN_SECONDS = 0
+    settings.TRANSACTIONAL_BATCH_SIZE = 2
+    send(5)
+
+    assert delivery.deliver_due() == 2
+
+    assert len(mailoutbox) == 2
+    assert DBTaskResult.objects.filter(task_path="transactional.tasks.deliver", status="READY").count() == 1

@@ -34,12 +34,16 @@ def check_delivery_backend(app_configs, **kwargs) -> list[checks.CheckMessage]:
 def check_lease(app_configs, **kwargs) -> list[checks.CheckMessage]:
     timeout = getattr(settings, "EMAIL_TIMEOUT", None) or 0
     lease = get_setting("LEASE_SECONDS")
-    if timeout and lease <= 3 * timeout:
+    # A claimed batch waits for earlier calls in the pool: the last message of
+    # a batch may start BATCH_SIZE / CONCURRENCY timeouts after its claim.
+    rounds = -(-get_setting("BATCH_SIZE") // get_setting("CONCURRENCY"))
+    if timeout and lease <= 2 * rounds * timeout:
         return [
             checks.Warning(
-                f"TRANSACTIONAL_LEASE_SECONDS ({lease}) is not well above EMAIL_TIMEOUT ({timeout}).",
+                f"TRANSACTIONAL_LEASE_SECONDS ({lease}) is not well above the longest a claimed "
+                f"message may wait and run ({rounds} x EMAIL_TIMEOUT {timeout}s).",
                 hint="A message whose provider call is still running could be swept and sent "
-                "twice; keep the lease several times the provider timeout.",
+                "twice; raise the lease, or lower TRANSACTIONAL_BATCH_SIZE / EMAIL_TIMEOUT.",
                 id="transactional.W001",
             )
         ]

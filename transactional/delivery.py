@@ -82,9 +82,16 @@ RUNNING = _Running()
 
 
 def deliver_due(*, limit: int | None = None) -> int:
-    """Deliver every due message (at most ``limit``); return how many were sent."""
+    """Deliver due messages (at most ``limit``); return how many were sent.
+
+    A run stops after TRANSACTIONAL_RUN_SECONDS and kicks a fresh one if mail
+    is still due, so one task never holds a worker (or a shutdown) for long.
+    """
     require_no_loop()
+    from .tasks import kick
+
     batch_size = get_setting("BATCH_SIZE")
+    deadline = time.monotonic() + get_setting("RUN_SECONDS")
     senders = _Senders()
     sent = handled = 0
     RUNNING.active = True
@@ -96,13 +103,15 @@ def deliver_due(*, limit: int | None = None) -> int:
                 if not batch:
                     break
                 if len(batch) == size:
-                    from .tasks import kick
-
                     kick()  # more may be due: let another worker help
                 handled += len(batch)
                 futures = [pool.submit(senders.send, item) for item in _prepare(batch)]
                 for future in as_completed(futures):
                     sent += record(future.result())
+                if time.monotonic() > deadline:
+                    RUNNING.active = False
+                    kick()  # more may be due: continue in a fresh run
+                    break
     finally:
         RUNNING.active = False
         senders.close()
