@@ -1,7 +1,7 @@
 """The admin: messages read-only with actions through services, and the suppression list."""
 
-from email.mime.base import MIMEBase
 from email.message import Message as MIMEMessage
+from email.mime.base import MIMEBase
 from typing import Any
 
 from django import forms
@@ -45,20 +45,33 @@ class RecipientInline(ReadOnlyInline):
 class AttemptInline(ReadOnlyInline):
     model = Attempt
     fields = readonly_fields = (
-        "number", "provider", "outcome", "status_code", "error_type", "error_text",
-        "started_at", "finished_at",
+        "number",
+        "provider",
+        "outcome",
+        "status_code",
+        "error_type",
+        "error_text",
+        "started_at",
+        "finished_at",
     )
 
     @admin.display(description="error")
     def error_text(self, attempt: Attempt) -> str:
-        return format_html("<pre>{}</pre>", attempt.error) if attempt.error else "-"
+        return _pre(attempt.error) if attempt.error else "-"
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
-        "created_at", "status", "provider", "from_email", "addresses", "subject", "attempts",
-        "next_attempt_at", "short_error",
+        "created_at",
+        "status",
+        "provider",
+        "from_email",
+        "addresses",
+        "subject",
+        "attempts",
+        "next_attempt_at",
+        "short_error",
     )
     list_filter = ("status", "provider", "created_at")
     date_hierarchy = "created_at"
@@ -69,12 +82,32 @@ class MessageAdmin(admin.ModelAdmin):
     inlines = (RecipientInline, AttemptInline)
     fieldsets = (
         (None, {"fields": ("status", "provider", "from_email", "subject", "message_id")}),
-        ("Delivery", {"fields": (
-            "attempts", "error", "next_attempt_at", "send_at", "claimed_at", "sent_at",
-        )}),
-        ("Stored", {"fields": (
-            "size", "idempotency_key", "bypass_suppression", "created_at", "updated_at", "purged_at",
-        )}),
+        (
+            "Delivery",
+            {
+                "fields": (
+                    "attempts",
+                    "error",
+                    "next_attempt_at",
+                    "send_at",
+                    "claimed_at",
+                    "sent_at",
+                )
+            },
+        ),
+        (
+            "Stored",
+            {
+                "fields": (
+                    "size",
+                    "idempotency_key",
+                    "bypass_suppression",
+                    "created_at",
+                    "updated_at",
+                    "purged_at",
+                )
+            },
+        ),
         ("Rendered", {"fields": ("rendered",)}),
     )
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
@@ -104,7 +137,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.display(description="last error")
     def error(self, message: Message) -> str:
-        return format_html("<pre>{}</pre>", message.last_error) if message.last_error else "-"
+        return _pre(message.last_error) if message.last_error else "-"
 
     @admin.display(description="message as stored")
     def rendered(self, message: Message) -> str:
@@ -147,26 +180,34 @@ class MessageAdmin(admin.ModelAdmin):
 
 def render_email(email: EmailMessage) -> SafeString:
     """Show an email's bodies, headers and attachments as escaped HTML, never rendered."""
-    sections = [("Text body", format_html("<pre>{}</pre>", email.body))]
-    sections += [
-        (f"Alternative ({mimetype})", format_html("<pre>{}</pre>", content))
-        for content, mimetype in getattr(email, "alternatives", [])
-    ]
-    sections.append(("Headers", format_html_join("", "<div><code>{}: {}</code></div>", _headers(email))))
+    alternatives = getattr(email, "alternatives", [])
     attachments = [_describe_attachment(attachment) for attachment in email.attachments]
-    sections.append(
-        ("Attachments", format_html_join("", "<div>{} ({})</div>", attachments) if attachments else "-")
-    )
+    sections = [
+        ("Text body", _pre(email.body)),
+        *((f"Alternative ({mimetype})", _pre(content)) for content, mimetype in alternatives),
+        ("Headers", format_html_join("", "<div><code>{}: {}</code></div>", _headers(email))),
+        ("Attachments", format_html_join("", "<div>{} ({})</div>", attachments) or "-"),
+    ]
     return format_html_join("", "<h4>{}</h4>{}", sections)
+
+
+def _pre(text: str) -> SafeString:
+    """Return ``text`` escaped, in a <pre>."""
+    return format_html("<pre>{}</pre>", text)
 
 
 def _headers(email: EmailMessage) -> list[tuple[str, str]]:
     """Return the address headers that are set, then the extra headers."""
     addresses = [
-        ("From", email.from_email), ("To", email.to), ("Cc", email.cc),
-        ("Bcc", email.bcc), ("Reply-To", email.reply_to),
+        ("From", email.from_email),
+        ("To", email.to),
+        ("Cc", email.cc),
+        ("Bcc", email.bcc),
+        ("Reply-To", email.reply_to),
     ]
-    headers = [(name, value if isinstance(value, str) else ", ".join(value)) for name, value in addresses]
+    headers = [
+        (name, value if isinstance(value, str) else ", ".join(value)) for name, value in addresses
+    ]
     return [(name, value) for name, value in headers if value] + list(email.extra_headers.items())
 
 
@@ -209,13 +250,17 @@ class SuppressionAdmin(admin.ModelAdmin):
     list_filter = ("reason", "source")
     search_fields = ("address",)
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Suppression | None = None) -> tuple[str, ...]:
-        return () if obj is None else ("source", "created_at")
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: Suppression | None = None
+    ) -> tuple[str, ...]:
+        return () if obj is None else ("source", "event", "created_at")
 
     def has_change_permission(self, request: HttpRequest, obj: Suppression | None = None) -> bool:
         return False  # added by hand or by an ESP event, removed when wrong; never edited
 
-    def save_model(self, request: HttpRequest, obj: Suppression, form: forms.Form, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Suppression, form: forms.Form, change: bool
+    ) -> None:
         by = f"Added by {request.user.get_username()}"
         obj.source = "admin"
         obj.note = f"{by}: {obj.note}" if obj.note else by
@@ -225,5 +270,6 @@ class SuppressionAdmin(admin.ModelAdmin):
         suppression.unsuppress(obj.address, by=request.user.get_username())
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
+        by = request.user.get_username()
         for address in queryset.values_list("address", flat=True):
-            suppression.unsuppress(address, by=request.user.get_username())
+            suppression.unsuppress(address, by=by)

@@ -1,7 +1,7 @@
 """Services for operators: queue figures, retry, cancel and retention.
 
-The ``outbox`` management command, the admin actions and ``/healthz`` call
-these; none of them touches the models directly.
+The ``outbox`` management command, the admin actions and ``/healthz`` are
+thin callers of these functions.
 """
 
 import logging
@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
-from django.db import models, transaction
-from django.db.models import Count
+from django.db import transaction
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from . import tasks
@@ -51,7 +51,10 @@ def failed_since(since: datetime) -> int:
 
 
 def select_messages(
-    *, ids: list[int] | None = None, status: str | None = None, changed_since: datetime | None = None
+    *,
+    ids: list[int] | None = None,
+    status: str | None = None,
+    changed_since: datetime | None = None,
 ) -> MessageQuerySet:
     """Return the messages with these ids, or in ``status`` (changed since a time)."""
     queryset = Message.objects.all()
@@ -114,7 +117,9 @@ def retry(queryset: MessageQuerySet) -> Retried:
     candidates = queryset.filter(status__in=RETRYABLE)
     purged = candidates.filter(payload__isnull=True).count()
     with transaction.atomic():
-        ids = list(candidates.filter(payload__isnull=False).values_list("pk", flat=True))
+        # Locked, so a concurrent purge or worker waits for this to commit.
+        sendable = candidates.filter(payload__isnull=False).select_for_update()
+        ids = list(sendable.values_list("pk", flat=True))
         # `attempts` keeps counting: attempt numbers stay unique, and a message
         # that already used up TRANSACTIONAL_MAX_ATTEMPTS gets one more try.
         requeued = Message.objects.filter(pk__in=ids, status__in=RETRYABLE).update(
@@ -151,21 +156,25 @@ def purge(
 ) -> dict[str, int]:
     """Apply the retention periods; return how many rows each data class lost."""
     now = now or timezone.now()
-    metadata_cutoff = now - timedelta(days=get_setting("METADATA_RETENTION_DAYS"))
-    body_age = timedelta(days=get_setting("BODY_RETENTION_DAYS")) if older_than is None else older_than
+    metadata_cutoff = now - _days("METADATA_RETENTION_DAYS")
+    body_cutoff = now - (_days("BODY_RETENTION_DAYS") if older_than is None else older_than)
+    task_result_cutoff = now - _days("TASK_RESULT_RETENTION_DAYS")
     return {
         "messages_deleted": _delete_messages(before=metadata_cutoff, dry_run=dry_run),
         "bodies_purged": _purge_bodies(
-            before=now - body_age, after=metadata_cutoff, now=now, dry_run=dry_run
+            before=body_cutoff, after=metadata_cutoff, now=now, dry_run=dry_run
         ),
-        "task_results_deleted": _delete_task_results(
-            before=now - timedelta(days=get_setting("TASK_RESULT_RETENTION_DAYS")), dry_run=dry_run
-        ),
+        "task_results_deleted": _delete_task_results(before=task_result_cutoff, dry_run=dry_run),
     }
 
 
+def _days(name: str) -> timedelta:
+    """Return the retention period TRANSACTIONAL_<name>."""
+    return timedelta(days=get_setting(name))
+
+
 def _delete_messages(*, before: datetime, dry_run: bool) -> int:
-    """Delete finished messages created before ``before``, with their recipients and attempts."""
+    """Delete finished messages created before ``before``, recipients and attempts too."""
     old = Message.objects.filter(status__in=Message.FINISHED, created_at__lt=before)
     deleted = _in_chunks(old, _delete_counting_messages, dry_run=dry_run)
     action = "Would delete" if dry_run else "Deleted"
@@ -188,9 +197,11 @@ def _purge_bodies(*, before: datetime, after: datetime, now: datetime, dry_run: 
         created_at__gte=after,
         payload__isnull=False,
     )
-    purged = _in_chunks(old, lambda chunk: chunk.update(payload=None, purged_at=now), dry_run=dry_run)
+    purged = _in_chunks(
+        old, lambda chunk: chunk.update(payload=None, purged_at=now), dry_run=dry_run
+    )
     action = "Would purge" if dry_run else "Purged"
-    logger.info("%s the body of %d message(s) created before %s", action, purged, before.isoformat())
+    logger.info("%s %d body(ies) of messages created before %s", action, purged, before.isoformat())
     return purged
 
 
@@ -207,9 +218,7 @@ def _delete_task_results(*, before: datetime, dry_run: bool) -> int:
     return deleted
 
 
-def _in_chunks(
-    queryset: models.QuerySet, apply: Callable[[models.QuerySet], int], *, dry_run: bool
-) -> int:
+def _in_chunks(queryset: QuerySet, apply: Callable[[QuerySet], int], *, dry_run: bool) -> int:
     """Apply ``apply`` to ``queryset`` one short transaction per chunk; return the total."""
     if dry_run:
         return queryset.count()

@@ -3,8 +3,9 @@
 import json
 import re
 import sys
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import SUPPRESS, ArgumentParser, ArgumentTypeError
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -27,7 +28,7 @@ def duration(value: str) -> timedelta:
 
 
 def positive_int(value: str) -> int:
-    """Parse a message id: a positive integer."""
+    """Parse a positive integer (a message id)."""
     if not value.isdigit() or int(value) == 0:
         raise ArgumentTypeError(f"expected a message id (a positive integer), got {value!r}")
     return int(value)
@@ -36,8 +37,14 @@ def positive_int(value: str) -> int:
 def add_ids_argument(container: Any, help: str, *, required: bool = False) -> None:
     """Add ``--id N [N ...]``, repeatable, collected into ``ids``."""
     container.add_argument(
-        "--id", dest="ids", type=positive_int, action="extend", nargs="+", metavar="ID",
-        required=required, help=help,
+        "--id",
+        dest="ids",
+        type=positive_int,
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        required=required,
+        help=help,
     )
 
 
@@ -46,34 +53,51 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         subcommands = parser.add_subparsers(dest="subcommand", required=True, metavar="subcommand")
+        # Accept -v after the subcommand too (`outbox status --check -v0` from cron);
+        # SUPPRESS keeps the main parser's value when it is not given there.
+        common = ArgumentParser(add_help=False)
+        common.add_argument(
+            "-v",
+            "--verbosity",
+            type=int,
+            choices=[0, 1, 2, 3],
+            default=SUPPRESS,
+            help="Verbosity level; 0=minimal output, 1=normal output.",
+        )
+        add_parser = partial(subcommands.add_parser, parents=[common])
 
-        status = subcommands.add_parser("status", help="Show the queue; with --check, alert.")
+        status = add_parser("status", help="Show the queue; with --check, alert.")
         status.add_argument("--json", dest="as_json", action="store_true", help="Print JSON.")
         status.add_argument(
-            "--check", action="store_true",
+            "--check",
+            action="store_true",
             help="Exit with status 1 and print each problem if a TRANSACTIONAL_ALERT_* "
             "threshold is crossed (for cron and monitoring).",
         )
 
-        retry = subcommands.add_parser("retry", help="Queue failed or retrying messages now.")
+        retry = add_parser("retry", help="Queue failed or retrying messages now.")
         selector = retry.add_mutually_exclusive_group(required=True)
         add_ids_argument(selector, "Message to retry; repeatable.")
         selector.add_argument(
             "--status", choices=operations.RETRYABLE, help="Retry every message in this status."
         )
         retry.add_argument(
-            "--since", type=duration,
+            "--since",
+            type=duration,
+            metavar="DURATION",
             help="With --status: only messages that got there within this long, e.g. 2h.",
         )
 
-        cancel = subcommands.add_parser("cancel", help="Cancel messages still waiting to be sent.")
+        cancel = add_parser("cancel", help="Cancel messages still waiting to be sent.")
         add_ids_argument(cancel, "Message to cancel; repeatable.", required=True)
 
-        subcommands.add_parser("sweep", help="Return stuck messages to the queue; kick due ones.")
+        add_parser("sweep", help="Return stuck messages to the queue; kick due ones.")
 
-        purge = subcommands.add_parser("purge", help="Remove data past its retention period.")
+        purge = add_parser("purge", help="Remove data past its retention period.")
         purge.add_argument(
-            "--older-than", type=duration,
+            "--older-than",
+            type=duration,
+            metavar="DURATION",
             help="Empty the bodies of finished messages older than this, e.g. 30d (default: "
             f"{get_setting('BODY_RETENTION_DAYS')}d, TRANSACTIONAL_BODY_RETENTION_DAYS).",
         )
@@ -119,12 +143,10 @@ class Command(BaseCommand):
 
     def handle_purge(self, *, older_than: timedelta | None, dry_run: bool, **options: Any) -> None:
         counts = operations.purge(older_than=older_than, dry_run=dry_run)
-        self.say(
-            f"{'Would remove' if dry_run else 'Removed'}: "
-            f"{counts['messages_deleted']} message(s), "
-            f"{counts['bodies_purged']} message body(ies), "
-            f"{counts['task_results_deleted']} task result(s)."
-        )
+        if dry_run:
+            self.say("Dry run: nothing was changed; this is what would go.")
+        for name, count in counts.items():
+            self.say(f"{name.replace('_', ' '):<22}{count:>8}")
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Print the figures as a two-column table."""
