@@ -39,7 +39,8 @@ def enqueue(messages: Sequence[EmailMessage]) -> int:
     with transaction.atomic():
         for message in messages:
             accepted += _store(message)
-        transaction.on_commit(tasks.kick)
+        if accepted:
+            transaction.on_commit(tasks.kick)
     return accepted
 
 
