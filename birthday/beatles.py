@@ -11,7 +11,8 @@ import logging
 import unicodedata
 
 from django.conf import settings
-from django.core.mail import send_mail
+
+from transactional.templated import send_templated
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ BEATLES = frozenset(
     }
 )
 
-SUBJECT = "Another Beatles member"
+#: The templated mail (templates/emails/birthday/beatles_alert/); its subject
+#: is the lesson's "Another Beatles member".
+ALERT = "birthday/beatles_alert"
 
 
 def _normalize(name: str) -> str:
@@ -48,22 +51,34 @@ def sender_address() -> str:
     return f"birthday_form@{domain or 'localhost'}"
 
 
+def alert_context(first_name: str, last_name: str) -> dict[str, str]:
+    """Return the template context of the admins' alert."""
+    first_name, last_name = first_name.strip(), last_name.strip()
+    return {
+        "first_name": first_name,
+        "last_name": last_name,
+        "full_name": f"{first_name} {last_name}".strip(),
+    }
+
+
 def notify_admins(first_name: str, last_name: str) -> bool:
     """Mail the admins that a Beatle tried to sign up; return True if it went out."""
     recipients = [address for _, address in settings.ADMINS]
     if not recipients:
         logger.warning("Beatles name entered but ADMINS is empty; no one to notify")
         return False
-    full_name = f"{first_name} {last_name}".strip()
+    context = alert_context(first_name, last_name)
     try:
-        send_mail(
-            subject=SUBJECT,
-            message=f"{full_name} tried to add a birthday.",
+        send_templated(
+            ALERT,
+            to=recipients,
             from_email=sender_address(),
-            recipient_list=recipients,
-            fail_silently=False,
+            context=context,
+            tags=["birthday", "beatles"],
         )
     except Exception:
-        logger.exception("Could not notify ADMINS that %r tried to add a birthday", full_name)
+        logger.exception(
+            "Could not notify ADMINS that %r tried to add a birthday", context["full_name"]
+        )
         return False
     return True

@@ -8,6 +8,7 @@ import pytest
 from django.urls import reverse
 
 from birthday.forms import BEATLES_ERROR
+from birthday.mail_previews import DZHON_LENNON, JOHN_LENNON, BirthdayPreviews
 from birthday.models import Birthday
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +44,29 @@ def test_a_beatle_mails_the_admins_and_shows_the_lessons_error(client, mailoutbo
     assert mail.body == f"{first_name.strip()} {last_name.strip()} tried to add a birthday."
     assert mail.from_email == "birthday_form@acme.test"
     assert mail.to == ["admin@acme.test"]
+    [(html, mimetype)] = mail.alternatives
+    assert mimetype == "text/html"
+    full_name = f"{first_name.strip()} {last_name.strip()}"
+    assert f"<strong>{full_name}</strong> tried to add a birthday." in html
+    assert mail.tags == ["birthday", "beatles"]
+
+
+@pytest.mark.parametrize(
+    ("name", "preview"),
+    [(JOHN_LENNON, "beatles_alert"), (DZHON_LENNON, "beatles_alert_in_russian")],
+)
+def test_the_mail_sent_is_the_one_previewed(client, mailoutbox, name, preview):
+    expected = BirthdayPreviews().preview(preview).render()
+
+    submit(client, *name)
+
+    [mail] = mailoutbox
+    assert (mail.subject, mail.body, mail.alternatives) == (
+        expected.subject, expected.body, expected.alternatives
+    )
+    assert (mail.from_email, mail.to, mail.tags) == (
+        expected.from_email, expected.to, expected.tags
+    )
 
 
 def test_anyone_else_is_saved_without_mail(client, mailoutbox):
