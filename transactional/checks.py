@@ -1,10 +1,12 @@
 """System checks (``manage.py check``) for the outbox configuration."""
 
+from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.core import checks
 
 from .conf import get_setting
 from .delivery import OUTBOX_BACKEND
+from .dns.domains import address_domain, aligned, is_reserved, organizational_domain
 
 
 @checks.register(checks.Tags.compatibility)
@@ -48,3 +50,89 @@ def check_lease(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+# DEPLOYMENT: MAIL THAT CAN REACH AN INBOX
+# ------------------------------------------------------------------------------
+# `manage.py check --deploy`. The webhook credentials are checked in
+# transactional/webhooks/checks.py; the DNS records by `manage.py check_email_dns`.
+
+#: Django's backends that never hand mail to anyone (file, console, locmem, dummy).
+NON_DELIVERING_BACKENDS = frozenset(
+    f"django.core.mail.backends.{name}.EmailBackend"
+    for name in ("filebased", "console", "locmem", "dummy")
+)
+#: Django's own default, which every ESP refuses.
+DJANGO_DEFAULT_FROM_EMAIL = "webmaster@localhost"
+#: Where each provider's sending domain is configured: anymail setting, ESP name, variable.
+SENDING_DOMAIN_SETTINGS = {"mailgun": ("sender_domain", "Mailgun", "MAILGUN_SENDER_DOMAIN")}
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_provider_delivers(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    provider = getattr(settings, "EMAIL_PROVIDER", "")
+    backend = getattr(settings, "TRANSACTIONAL_DELIVERY_BACKEND", "")
+    if settings.DEBUG or backend not in NON_DELIVERING_BACKENDS:
+        return []
+    return [
+        checks.Warning(
+            f"EMAIL_PROVIDER={provider} never delivers mail, and DEBUG is off.",
+            hint="Set EMAIL_PROVIDER to ses, mailgun, sendgrid or smtp, with its secrets "
+            "(docs/configuration.md).",
+            id="transactional.W101",
+        )
+    ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_sender_addresses(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if getattr(settings, "DEFAULT_FROM_EMAIL", "") in ("", DJANGO_DEFAULT_FROM_EMAIL):
+        return [
+            checks.Warning(
+                f"DEFAULT_FROM_EMAIL is not set (Django's default {DJANGO_DEFAULT_FROM_EMAIL} "
+                "is refused by every ESP).",
+                hint="Set DEFAULT_FROM_EMAIL to an address on your sending domain, "
+                "e.g. 'Acme <no-reply@acme.com>'.",
+                id="transactional.W102",
+            )
+        ]
+    return [
+        problem
+        for name in ("DEFAULT_FROM_EMAIL", "SERVER_EMAIL")
+        if (problem := _unroutable_sender(name, getattr(settings, name, "")))
+    ]
+
+
+def _unroutable_sender(name: str, address: str) -> checks.CheckMessage | None:
+    domain = address_domain(address)
+    if domain and not is_reserved(domain):
+        return None
+    where = f"on {domain}, a reserved test/documentation domain" if domain else "not an address"
+    return checks.Warning(
+        f"{name} ({address!r}) is {where}: mail from it is refused or junked.",
+        hint=f"Set {name} to an address on a domain you have verified with the provider "
+        "(docs/deliverability.md).",
+        id="transactional.W103",
+    )
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_sender_domain(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    provider = getattr(settings, "EMAIL_PROVIDER", "")
+    if provider not in SENDING_DOMAIN_SETTINGS:
+        return []
+    setting, esp_name, variable = SENDING_DOMAIN_SETTINGS[provider]
+    sending = get_anymail_setting(setting, esp_name=esp_name, default="") or ""
+    from_domain = address_domain(getattr(settings, "DEFAULT_FROM_EMAIL", ""))
+    if not sending or not from_domain or aligned(sending, from_domain):
+        return []
+    return [
+        checks.Warning(
+            f"DEFAULT_FROM_EMAIL is on {from_domain} but {variable} is {sending}: the "
+            "envelope and DKIM domains will not align with From, so DMARC fails.",
+            hint=f"Send from {organizational_domain(sending)} or a subdomain of it, or set "
+            f"{variable} to a domain under {organizational_domain(from_domain)} "
+            f"(e.g. mg.{organizational_domain(from_domain)}).",
+            id="transactional.W104",
+        )
+    ]
