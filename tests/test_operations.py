@@ -10,7 +10,7 @@ from django_tasks_db.models import DBTaskResult
 
 from tests.factories import make_attempt, make_message
 from transactional import delivery, operations, tasks
-from transactional.models import Attempt, Message, Recipient
+from transactional.models import Attempt, Event, Message, Recipient
 
 pytestmark = pytest.mark.django_db
 
@@ -298,6 +298,7 @@ def test_purge_works_through_many_chunks(monkeypatch):
     assert operations.purge() == {
         "messages_deleted": 5,
         "bodies_purged": 3,
+        "events_deleted": 0,
         "task_results_deleted": 0,
     }
     assert not Message.objects.filter(payload__isnull=False).exists()
@@ -310,7 +311,9 @@ def test_purge_dry_run_counts_and_changes_nothing():
 
     counts = operations.purge(dry_run=True)
 
-    assert counts == {"messages_deleted": 1, "bodies_purged": 1, "task_results_deleted": 1}
+    assert counts == {
+        "messages_deleted": 1, "bodies_purged": 1, "events_deleted": 0, "task_results_deleted": 1
+    }
     assert Message.objects.count() == 2
     assert not Message.objects.filter(payload__isnull=True).exists()
     assert DBTaskResult.objects.count() == 1
@@ -343,3 +346,16 @@ def test_send_then_purge_end_to_end(outbox, mailoutbox, django_capture_on_commit
     message.refresh_from_db()
     assert message.payload is None
     assert message.recipients.get().address == "ann@example.com"
+
+
+def test_purge_deletes_events_past_the_metadata_retention(settings):
+    settings.TRANSACTIONAL_METADATA_RETENTION_DAYS = 90
+    old = Event.objects.create(esp="mailgun", event_id="a", address="ann@example.org",
+                               event_type="delivered", received_at=days_ago(91))
+    recent = Event.objects.create(esp="mailgun", event_id="b", address="ann@example.org",
+                                  event_type="opened", received_at=days_ago(89))
+
+    assert operations.purge()["events_deleted"] == 1
+
+    assert list(Event.objects.values_list("pk", flat=True)) == [recent.pk]
+    assert not Event.objects.filter(pk=old.pk).exists()

@@ -176,7 +176,7 @@ def test_purge_dry_run_then_for_real():
     assert month_old.payload is not None
     done, _ = outbox("purge", "--older-than", "7d")
 
-    table = ["messages deleted 0", "bodies purged 1", "task results deleted 0"]
+    table = ["messages deleted 0", "bodies purged 1", "events deleted 0", "task results deleted 0"]
     assert [" ".join(line.split()) for line in dry.splitlines()] == [
         "Dry run: nothing was changed; this is what would go.",
         *table,

@@ -150,7 +150,7 @@ def test_the_sweep_does_not_disturb_messages_waiting_to_retry(outbox, mailoutbox
 
     result = delivery.sweep()
 
-    assert result == {"requeued": 0, "due": 0}
+    assert result == {"requeued": 0, "due": 0, "linked": 0}
     message = Message.objects.get()
     assert (message.status, message.next_attempt_at) == (Message.Status.RETRYING, later)
     assert mailoutbox == []

@@ -1,5 +1,6 @@
-"""The admin: messages read-only with actions through services, and the suppression list."""
+"""The admin: messages read-only with actions through services, ESP events, suppressions."""
 
+import json
 from email.message import Message as MIMEMessage
 from email.mime.base import MIMEBase
 from typing import Any
@@ -10,6 +11,7 @@ from django.core.mail import EmailMessage
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -17,7 +19,7 @@ from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
 from . import operations, suppression
-from .models import Attempt, Message, Recipient, Suppression, normalize_address
+from .models import Attempt, Event, Message, Recipient, Suppression, normalize_address
 from .serialization import deserialize
 
 
@@ -60,6 +62,26 @@ class AttemptInline(ReadOnlyInline):
         return _pre(attempt.error) if attempt.error else "-"
 
 
+class EventInline(ReadOnlyInline):
+    """The message's timeline: what the ESP reported, oldest first."""
+
+    model = Event
+    verbose_name_plural = "ESP events (timeline)"
+    fields = readonly_fields = (
+        "timestamp",
+        "event_type",
+        "address",
+        "recipient",
+        "reject_reason",
+        "description",
+        "mta_response",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        events = super().get_queryset(request).defer("raw").select_related("recipient")
+        return events.order_by("timestamp", "pk")
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
@@ -79,7 +101,7 @@ class MessageAdmin(admin.ModelAdmin):
     # The outbox grows large; skip the extra unfiltered COUNT(*) on every filtered page.
     show_full_result_count = False
     actions = ("retry_now", "cancel")
-    inlines = (RecipientInline, AttemptInline)
+    inlines = (RecipientInline, EventInline, AttemptInline)
     fieldsets = (
         (None, {"fields": ("status", "provider", "from_email", "subject", "message_id")}),
         (
@@ -229,6 +251,67 @@ def _size(content: Any) -> int:
     if isinstance(content, MIMEMessage):
         return len(content.as_bytes())
     return len(content)
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    """ESP tracking events: written by the webhook receiver, read-only here."""
+
+    list_display = (
+        "timestamp",
+        "esp",
+        "event_type",
+        "address",
+        "message_link",
+        "reject_reason",
+        "received_at",
+    )
+    list_filter = ("esp", "event_type", "reject_reason", "timestamp")
+    date_hierarchy = "timestamp"
+    search_fields = ("address", "esp_message_id", "event_id")
+    show_full_result_count = False
+    fieldsets = (
+        (None, {"fields": ("esp", "event_type", "timestamp", "received_at", "event_id")}),
+        ("About", {"fields": ("address", "esp_message_id", "message_link", "recipient")}),
+        (
+            "Details",
+            {
+                "fields": (
+                    "reject_reason",
+                    "description",
+                    "mta_response",
+                    "tags",
+                    "metadata",
+                    "user_agent",
+                    "click_url",
+                )
+            },
+        ),
+        ("ESP payload", {"fields": ("raw_json",)}),
+    )
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
+        return False
+
+    @admin.display(description="message", ordering="message")
+    def message_link(self, event: Event) -> str:
+        if event.message_id is None:
+            return "- (not linked yet)"
+        url = reverse("admin:transactional_message_change", args=[event.message_id])
+        return format_html('<a href="{}">#{}</a>', url, event.message_id)
+
+    @admin.display(description="ESP payload")
+    def raw_json(self, event: Event) -> str:
+        if event.raw is None:
+            return "-"
+        return _pre(json.dumps(event.raw, indent=2, sort_keys=True))
 
 
 class SuppressionForm(forms.ModelForm):

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import notifications, retries
+from . import events, notifications, retries
 from .conf import delivery_backend, get_setting, provider_name
 from .exceptions import ProviderConfigurationError
 from .models import Attempt, Message, Recipient, normalize_address
@@ -262,6 +262,7 @@ def _record_success(message: Message, result: Result, now: datetime) -> None:
         recipient.status, recipient.esp_message_id = result.recipients[recipient.address]
         recipient.updated_at = now
     Recipient.objects.bulk_update(recipients, ["status", "esp_message_id", "updated_at"])
+    events.link_pending(recipients)  # webhooks that beat this commit
     _finish(message, Message.Status.SENT, Attempt.Outcome.SENT, now, sent_at=now)
     logger.info("Sent message %s (%s) via %s", message.pk, message.message_id, provider_name())
 
@@ -323,9 +324,10 @@ def sweep() -> dict[str, int]:
                 error="Lease expired: the worker stopped before recording a result.",
             )
             logger.warning("Returned %d message(s) stuck in sending to the queue", len(stuck))
+    linked = events.link_pending()
     due = Message.objects.due(now).count()
     if due:
         from .tasks import kick
 
         kick(force=True)
-    return {"requeued": len(stuck), "due": due}
+    return {"requeued": len(stuck), "due": due, "linked": linked}

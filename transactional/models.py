@@ -1,8 +1,10 @@
 """The outbox: every message, its recipients and attempts, and the suppression list."""
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -178,7 +180,9 @@ class Event(models.Model):
     event_id = models.CharField(max_length=255, help_text="The ESP's id, or a hash of the raw event.")
     address = models.CharField(max_length=320, blank=True, help_text="Normalized recipient address.")
     event_type = models.CharField(max_length=32, help_text="anymail's normalized type.")
-    esp_message_id = models.CharField("ESP message id", max_length=255, blank=True, db_index=True)
+    # Indexed only while unlinked (event_unlinked_idx): linked events are
+    # found through their message.
+    esp_message_id = models.CharField("ESP message id", max_length=255, blank=True)
     timestamp = models.DateTimeField(null=True, blank=True, help_text="When the ESP says it happened.")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     recipient = models.ForeignKey(
@@ -188,10 +192,12 @@ class Event(models.Model):
     description = models.TextField(blank=True)
     mta_response = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     user_agent = models.TextField(blank=True)
     click_url = models.TextField(blank=True)
-    raw = models.JSONField(null=True, blank=True, help_text="The ESP's payload for this event.")
+    raw = models.JSONField(
+        null=True, blank=True, encoder=DjangoJSONEncoder, help_text="The ESP's payload for this event."
+    )
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
@@ -212,8 +218,11 @@ class Event(models.Model):
 
 
 class SuppressionQuerySet(models.QuerySet):
-    def for_addresses(self, addresses) -> "SuppressionQuerySet":
-        return self.filter(address__in={normalize_address(a) for a in addresses})
+    def for_addresses(self, addresses: Iterable[str]) -> "SuppressionQuerySet":
+        """Rows listing any of ``addresses``: by address, or by hash once forgotten."""
+        wanted = {normalize_address(a) for a in addresses}
+        hashes = {address_hash(a) for a in wanted}
+        return self.filter(Q(address__in=wanted) | Q(address_hash__in=hashes))
 
 
 class Suppression(models.Model):

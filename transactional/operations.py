@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from . import tasks
 from .conf import get_setting
-from .models import Message, MessageQuerySet, Recipient
+from .models import Event, Message, MessageQuerySet, Recipient
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def purge(
         "bodies_purged": _purge_bodies(
             before=body_cutoff, after=metadata_cutoff, now=now, dry_run=dry_run
         ),
+        "events_deleted": _delete_events(before=metadata_cutoff, dry_run=dry_run),
         "task_results_deleted": _delete_task_results(before=task_result_cutoff, dry_run=dry_run),
     }
 
@@ -203,6 +204,15 @@ def _purge_bodies(*, before: datetime, after: datetime, now: datetime, dry_run: 
     action = "Would purge" if dry_run else "Purged"
     logger.info("%s %d body(ies) of messages created before %s", action, purged, before.isoformat())
     return purged
+
+
+def _delete_events(*, before: datetime, dry_run: bool) -> int:
+    """Delete ESP events received before ``before`` (they hold addresses and user agents)."""
+    old = Event.objects.filter(received_at__lt=before)
+    deleted = _in_chunks(old, lambda chunk: chunk.delete()[0], dry_run=dry_run)
+    action = "Would delete" if dry_run else "Deleted"
+    logger.info("%s %d event(s) received before %s", action, deleted, before.isoformat())
+    return deleted
 
 
 def _delete_task_results(*, before: datetime, dry_run: bool) -> int:

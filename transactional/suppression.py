@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 
-from .models import Suppression, normalize_address
+from .models import Suppression, address_hash, normalize_address
 
 logger = logging.getLogger(__name__)
 
@@ -15,7 +15,26 @@ def suppressed_among(addresses: Iterable[str]) -> set[str]:
     wanted = {normalize_address(address) for address in addresses}
     if not wanted:
         return set()
-    return set(Suppression.objects.filter(address__in=wanted).values_list("address", flat=True))
+    # A forgotten address is stored as a placeholder; only its hash still matches.
+    by_hash = {address_hash(address): address for address in wanted}
+    rows = Suppression.objects.for_addresses(wanted).values_list("address", "address_hash")
+    return {address if address in wanted else by_hash[digest] for address, digest in rows}
+
+
+def suppress_many(rows: Iterable[Suppression]) -> list[Suppression]:
+    """Add the unsaved ``rows`` whose address is not listed yet, in bulk; return those."""
+    fresh: dict[str, Suppression] = {}
+    for row in rows:
+        row.address = normalize_address(row.address)
+        row.address_hash = row.address_hash or address_hash(row.address)
+        fresh.setdefault(row.address, row)
+    listed = suppressed_among(fresh)
+    added = [row for address, row in fresh.items() if address not in listed]
+    # ignore_conflicts: a concurrent request may have listed one meanwhile.
+    Suppression.objects.bulk_create(added, ignore_conflicts=True)
+    if added:
+        logger.info("Suppressed %d address(es)", len(added))
+    return added
 
 
 def suppress(
@@ -38,7 +57,8 @@ def suppress(
 def unsuppress(address: str, *, by: str) -> bool:
     """Remove ``address`` from the list; return whether it was there. Logged."""
     address = normalize_address(address)
-    deleted, _ = Suppression.objects.filter(address=address).delete()
+    # Also by hash: `forget` replaces an erased address with a placeholder.
+    deleted, _ = Suppression.objects.for_addresses([address]).delete()
     if deleted:
         logger.warning("Removed %s from the suppression list (by %s)", address, by)
     return bool(deleted)

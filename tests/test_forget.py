@@ -1,0 +1,173 @@
+"""`manage.py forget <address>`: erase a person's address, keep them unmailable by hash."""
+
+import io
+
+import pytest
+from django.core.mail import EmailMessage, send_mail
+from django.core.management import CommandError, call_command
+
+from tests.factories import make_attempt, make_message
+from transactional.erasure import placeholder_for
+from transactional.models import Event, Message, Recipient, Suppression, address_hash
+from transactional.serialization import serialize
+from transactional.suppression import suppressed_among
+
+pytestmark = pytest.mark.django_db
+
+ANN = "ann@example.com"
+GONE = placeholder_for(ANN)
+
+
+def forget(*args: str) -> str:
+    out = io.StringIO()
+    call_command("forget", *args, stdout=out)
+    return out.getvalue()
+
+
+def payload(subject: str, body: str, to: str) -> dict:
+    return serialize(EmailMessage(subject, body, "shop@acme.test", [to]))
+
+
+def event(message: Message | None, address: str, **fields) -> Event:
+    defaults = {
+        "esp": "amazon_ses",
+        "event_id": f"sns-{address}-{fields.get('event_type', 'delivered')}",
+        "event_type": "delivered",
+        "esp_message_id": "ses-1",
+        "metadata": {"order": "1042"},
+        "user_agent": "Mozilla/5.0",
+        "click_url": "https://acme.test/?u=ann",
+        "mta_response": f"250 ok <{address}>",
+        "raw": {"mail": {"destination": [ANN, "bob@example.com"]}},
+    }
+    recipient = message.recipients.filter(address=address).first() if message else None
+    return Event.objects.create(
+        message=message, recipient=recipient, address=address, **(defaults | fields)
+    )
+
+
+@pytest.fixture
+def mail_for_ann():
+    """Ann's own receipt, a mail to Ann and Bob, an admin notice naming Ann, Joann's mail."""
+    own = make_message(
+        status="sent", to=[ANN], subject="Your receipt", last_error="550 <Ann@Example.com> full"
+    )
+    shared = make_message(status="sent", to=[ANN, "bob@example.com"], subject="Team update")
+    notice = make_message(
+        status="sent",
+        to=["admin@acme.test"],
+        subject="New signup",
+        payload=payload("New signup", f"{ANN} signed up", "admin@acme.test"),
+    )
+    joann = make_message(
+        status="sent",
+        to=["joann@example.com"],
+        subject="Joann's receipt",
+        payload=payload("Joann's receipt", "Hi joann@example.com", "joann@example.com"),
+        last_error="550 <joann@example.com> full",
+    )
+    Recipient.objects.filter(message__in=[own, shared]).update(esp_message_id="ses-1")
+    make_attempt(own, error="SMTPRecipientsRefused: {'ann@example.com': (550, b'full')}")
+    return own, shared, notice, joann
+
+
+def test_forget_erases_the_address_everywhere(mail_for_ann):
+    own, shared, notice, joann = mail_for_ann
+    ann_event = event(own, ANN)
+    bob_event = event(shared, "bob@example.com")
+
+    out = forget("Ann@Example.com")
+
+    for message in (own, shared, notice):
+        message.refresh_from_db()
+        assert message.payload is None and message.purged_at is not None
+    assert (own.subject, shared.subject, notice.subject) == ("", "Team update", "New signup")
+    assert own.last_error == f"550 <{GONE}> full"
+    assert own.attempt_log.get().error == f"SMTPRecipientsRefused: {{'{GONE}': (550, b'full')}}"
+    assert not Recipient.objects.filter(address=ANN).exists()
+    assert Recipient.objects.filter(address=GONE).count() == 2
+    ann_event.refresh_from_db()
+    assert (ann_event.address, ann_event.raw, ann_event.metadata) == (GONE, None, {})
+    assert (ann_event.user_agent, ann_event.click_url, ann_event.mta_response) == ("", "", "")
+    assert ann_event.event_type == "delivered" and ann_event.message == own
+    bob_event.refresh_from_db()
+    assert bob_event.raw is None and bob_event.address == "bob@example.com"
+    assert "3 message body(ies) emptied" in out and "2 recipient row(s) replaced" in out
+
+
+def test_a_longer_address_containing_it_is_left_alone(mail_for_ann):
+    *_, joann = mail_for_ann
+
+    forget(ANN)
+
+    joann.refresh_from_db()
+    assert joann.payload is not None and joann.subject == "Joann's receipt"
+    assert joann.last_error == "550 <joann@example.com> full"
+    assert Recipient.objects.filter(address="joann@example.com").exists()
+
+
+def test_a_message_ann_sent_gets_the_placeholder_as_sender():
+    message = make_message(to=["support@acme.test"], from_email=f"Ann <{ANN}>", subject="Help")
+
+    forget(ANN)
+
+    message.refresh_from_db()
+    assert message.from_email == GONE and message.payload is None
+
+
+def test_the_address_stays_suppressed_by_its_hash(outbox):
+    forget(ANN)
+
+    row = Suppression.objects.get()
+    assert (row.address, row.address_hash, row.source) == (GONE, address_hash(ANN), "forget")
+    assert suppressed_among(["ANN@example.com", "bob@example.com"]) == {ANN}
+    send_mail("Welcome back", "Hello", "shop@acme.test", [ANN])
+    assert Message.objects.get().status == Message.Status.SUPPRESSED
+
+
+def test_an_existing_suppression_keeps_its_reason_under_the_placeholder():
+    Suppression.objects.create(
+        address=ANN, reason="bounced", source="mailgun", note=f"bounced: {ANN}"
+    )
+
+    out = forget(ANN)
+
+    row = Suppression.objects.get()
+    assert (row.address, row.reason, row.source, row.note) == (
+        GONE,
+        "bounced",
+        "mailgun",
+        f"bounced: {GONE}",
+    )
+    assert row.address_hash == address_hash(ANN)
+    assert "its entry now holds the placeholder" in out
+
+
+def test_a_dry_run_reports_and_changes_nothing(mail_for_ann):
+    own, *_ = mail_for_ann
+    event(own, ANN)
+
+    out = forget(ANN, "--dry-run")
+
+    assert "Would replace the address with" in out and "3 message body(ies) emptied" in out
+    assert "Dry run: nothing was changed." in out
+    assert Recipient.objects.filter(address=ANN).count() == 2
+    assert Event.objects.get().address == ANN
+    assert not Suppression.objects.exists()
+    own.refresh_from_db()
+    assert own.payload is not None
+
+
+def test_forgetting_twice_changes_nothing_more(mail_for_ann):
+    forget(ANN)
+
+    out = forget(ANN)
+
+    assert "  0 message body(ies) emptied" in out and "  0 recipient row(s) replaced" in out
+    assert "already holds only the placeholder" in out
+    assert Suppression.objects.count() == 1
+
+
+def test_an_invalid_address_is_refused():
+    with pytest.raises(CommandError, match="expected an email address"):
+        forget("not an address")

@@ -1,0 +1,289 @@
+"""`manage.py suppression export|import`: our CSV out, ours and the ESPs' exports in."""
+
+import csv
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from transactional.erasure import forget
+from transactional.models import Suppression
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("suppression", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def write(tmp_path: Path, text: str, name: str = "list.csv") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def listed() -> list[tuple[str, str, str]]:
+    return list(Suppression.objects.order_by("address").values_list("address", "reason", "source"))
+
+
+# Export
+# ------------------------------------------------------------------------------
+
+
+def test_export_writes_our_header_and_every_entry_oldest_first():
+    Suppression.objects.create(
+        address="b@example.com",
+        reason="bounced",
+        source="mailgun",
+        created_at=datetime(2026, 3, 2, tzinfo=UTC),
+    )
+    Suppression.objects.create(
+        address="a@example.com",
+        reason="manual",
+        source="admin",
+        note="asked, by phone",
+        created_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+
+    out, _ = run("export")
+
+    assert list(csv.reader(io.StringIO(out))) == [
+        ["address", "reason", "source", "created_at", "note"],
+        ["a@example.com", "manual", "admin", "2026-03-01T00:00:00+00:00", "asked, by phone"],
+        ["b@example.com", "bounced", "mailgun", "2026-03-02T00:00:00+00:00", ""],
+    ]
+
+
+def test_export_filters_by_reason_and_writes_to_a_file(tmp_path):
+    Suppression.objects.create(address="b@example.com", reason="bounced")
+    Suppression.objects.create(address="c@example.com", reason="complained")
+    Suppression.objects.create(address="m@example.com", reason="manual")
+    target = tmp_path / "out.csv"
+
+    _, err = run("export", "--output", str(target), "--reason", "bounced", "--reason", "complained")
+
+    rows = list(csv.DictReader(target.open()))
+    assert [row["address"] for row in rows] == ["b@example.com", "c@example.com"]
+    assert "Wrote 2 suppression(s)" in err
+
+
+def test_an_export_imports_back_unchanged(tmp_path):
+    Suppression.objects.create(
+        address="a@example.com", reason="complained", source="sendgrid", note="spam"
+    )
+    Suppression.objects.create(address="b@example.com", reason="bounced", source="amazon_ses")
+    exported, _ = run("export")
+    before = list(
+        Suppression.objects.order_by("address").values(
+            "address", "reason", "source", "note", "created_at"
+        )
+    )
+    Suppression.objects.all().delete()
+
+    out, _ = run("import", write(tmp_path, exported))
+
+    after = list(
+        Suppression.objects.order_by("address").values(
+            "address", "reason", "source", "note", "created_at"
+        )
+    )
+    assert after == before
+    assert "Added 2 address(es) from a transactional file" in out
+
+
+# Import formats
+# ------------------------------------------------------------------------------
+
+
+def test_a_plain_address_list_without_a_header_uses_reason_and_source_options(tmp_path):
+    path = write(tmp_path, "Ann@Example.com\nbob@example.com\n\n")
+
+    run("import", path, "--reason", "unsubscribed", "--source", "old-crm")
+
+    assert listed() == [
+        ("ann@example.com", "unsubscribed", "old-crm"),
+        ("bob@example.com", "unsubscribed", "old-crm"),
+    ]
+
+
+def test_a_one_column_list_with_a_header_skips_the_header(tmp_path):
+    run("import", write(tmp_path, "Email Address\nann@example.com\n"))
+
+    assert listed() == [("ann@example.com", "manual", "import")]
+
+
+def test_a_sendgrid_bounce_export(tmp_path):
+    path = write(
+        tmp_path,
+        'email,reason,status,created\nann@example.com,"550 5.1.1 unknown user",5.1.1,1741000000\n',
+    )
+
+    run("import", path, "--reason", "bounced")
+
+    row = Suppression.objects.get()
+    assert (row.address, row.reason, row.source, row.note) == (
+        "ann@example.com",
+        "bounced",
+        "import",
+        "550 5.1.1 unknown user",
+    )
+    assert row.created_at == datetime.fromtimestamp(1741000000, tz=UTC)
+
+
+def test_a_sendgrid_spam_report_export(tmp_path):
+    run(
+        "import",
+        write(tmp_path, "email,ip,created\nann@example.com,192.0.2.1,2025-03-03 11:06:40\n"),
+        "--reason",
+        "complained",
+    )
+
+    assert listed() == [("ann@example.com", "complained", "import")]
+
+
+def test_a_mailgun_bounce_export(tmp_path):
+    path = write(
+        tmp_path,
+        "address,code,error,created_at\n"
+        'ann@example.com,550,"No such mailbox","Fri, 21 Oct 2011 11:02:55 UTC"\n',
+    )
+
+    run("import", path, "--reason", "bounced")
+
+    row = Suppression.objects.get()
+    assert (row.address, row.reason, row.note) == ("ann@example.com", "bounced", "No such mailbox")
+    assert row.created_at == datetime(2011, 10, 21, 11, 2, 55, tzinfo=UTC)
+
+
+def test_an_ses_account_suppression_list_maps_its_reasons(tmp_path):
+    path = write(
+        tmp_path,
+        "EmailAddress,Reason,LastUpdateTime\n"
+        "ann@example.com,BOUNCE,2025-01-07T10:00:00Z\nbob@example.com,COMPLAINT,2025-01-08T10:00:00Z\n",
+    )
+
+    run("import", path)
+
+    assert listed() == [
+        ("ann@example.com", "bounced", "import"),
+        ("bob@example.com", "complained", "import"),
+    ]
+
+
+def test_a_byte_order_mark_does_not_hide_the_header(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffemail\r\nann@example.com\r\n".encode())
+
+    run("import", str(path))
+
+    assert listed() == [("ann@example.com", "manual", "import")]
+
+
+def test_an_unknown_header_is_refused_before_anything_is_added(tmp_path):
+    with pytest.raises(CommandError, match="Unrecognized CSV header 'name,phone'"):
+        run("import", write(tmp_path, "name,phone\nAnn,555\n"))
+
+    assert not Suppression.objects.exists()
+
+
+def test_a_missing_file_is_named():
+    with pytest.raises(CommandError, match="Cannot open /nonexistent.csv"):
+        run("import", "/nonexistent.csv")
+
+
+# Bad rows, repeats, progress
+# ------------------------------------------------------------------------------
+
+
+def test_bad_rows_are_reported_by_line_and_the_rest_imported(tmp_path):
+    path = write(
+        tmp_path,
+        "address,reason,source,created_at,note\n"
+        "ann@example.com,bounced,mailgun,2026-03-01T00:00:00+00:00,\n"
+        "not-an-address,bounced,mailgun,,\n"
+        'bob@example.com,bounced,mailgun,,"a note\nover two lines"\n'
+        "carol@example.com,angry,admin,,\n"
+        "dave@example.com,manual,admin,yesterday,\n"
+        "forgotten:0123456789ab,manual,forget,,\n"
+        "erin@example.com,manual,admin,,\n",
+    )
+
+    out, err = run("import", path)
+
+    assert [line.split(": ", 1)[1] for line in err.splitlines()] == [
+        "line 3: not an email address: 'not-an-address'",
+        "line 6: unknown reason 'angry' "
+        "(expected one of bounced, complained, unsubscribed, rejected, manual)",
+        "line 7: unreadable date 'yesterday' (expected ISO 8601)",
+        "line 8: 'forgotten:0123456789ab' is an erased address "
+        "(only its hash was kept); it cannot be imported",
+    ]
+    assert [address for address, _, _ in listed()] == [
+        "ann@example.com",
+        "bob@example.com",
+        "erin@example.com",
+    ]
+    assert (
+        "Added 3 address(es) from a transactional file: 7 row(s), 0 already listed, 4 refused."
+        in out
+    )
+
+
+def test_importing_twice_adds_nothing_the_second_time(tmp_path):
+    path = write(tmp_path, "ann@example.com\nbob@example.com\nann@example.com\n")
+
+    first, _ = run("import", path)
+    second, _ = run("import", path)
+
+    assert Suppression.objects.count() == 2
+    assert "Added 2 address(es)" in first and "1 already listed" in first
+    assert "Added 0 address(es)" in second and "3 already listed" in second
+
+
+def test_an_address_already_listed_keeps_its_entry(tmp_path):
+    Suppression.objects.create(address="ann@example.com", reason="complained", source="sendgrid")
+
+    run("import", write(tmp_path, "ann@example.com\n"), "--reason", "manual")
+
+    assert listed() == [("ann@example.com", "complained", "sendgrid")]
+
+
+def test_an_erased_address_is_not_added_again_by_an_import(tmp_path):
+    forget("ann@example.com")
+
+    out, _ = run("import", write(tmp_path, "ann@example.com\n"))
+
+    assert Suppression.objects.count() == 1
+    assert "1 already listed" in out
+
+
+def test_a_dry_run_counts_but_adds_nothing(tmp_path):
+    Suppression.objects.create(address="ann@example.com")
+    path = write(tmp_path, "ann@example.com\nbob@example.com\nbob@example.com\n")
+
+    out, _ = run("import", path, "--dry-run")
+
+    assert listed() == [("ann@example.com", "manual", "")]
+    assert "Would add 1 address(es)" in out and "2 already listed" in out
+
+
+def test_a_large_import_reports_progress_and_inserts_in_bulk(
+    tmp_path, django_assert_max_num_queries
+):
+    path = write(tmp_path, "".join(f"user{n}@example.com\n" for n in range(2500)))
+
+    # A lookup per 1000 rows, and inserts as large as SQLite's parameter limit allows.
+    with django_assert_max_num_queries(30):
+        _, err = run("import", path, "--progress-every", "1000")
+
+    assert Suppression.objects.count() == 2500
+    assert err.splitlines() == ["... 1000 rows read", "... 2000 rows read"]
+
+
+def test_progress_every_must_be_positive(tmp_path):
+    with pytest.raises(CommandError, match="expected a positive integer"):
+        run("import", write(tmp_path, "a@example.com\n"), "--progress-every", "0")
