@@ -4,11 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from transactional.stats_views import stats_urls
 from transactional.views import healthz
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="birthday:create"), name="home"),
-    path("admin/", admin.site.urls),
+    # The admin, with our delivery stats page (admin:transactional_stats) in front.
+    path("admin/", ([*stats_urls(admin.site), *admin.site.get_urls()], "admin", admin.site.name)),
+    # Our hardened tracking webhooks first, at anymail's own paths; anymail's
+    # URLs still serve its inbound webhooks (and reverse() its names).
+    path("anymail/", include("transactional.webhooks.urls")),
     path("anymail/", include("anymail.urls")),
     path("birthday/", include("birthday.urls")),
     path("healthz", healthz, name="healthz"),

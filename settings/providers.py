@@ -11,6 +11,7 @@ Anymail reads its ``ANYMAIL`` dict; Django's own backends read ``EMAIL_*``.
 the backend that really sends.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,6 @@ def _mailgun(env: Env, timeout: float, base_dir: Path) -> Settings:
         # https://api.eu.mailgun.net/v3 for domains in Mailgun's EU region.
         "MAILGUN_API_URL": env.str("MAILGUN_API_URL", default="https://api.mailgun.net/v3"),
     }
-    if env.is_set("MAILGUN_WEBHOOK_SIGNING_KEY"):
-        anymail["MAILGUN_WEBHOOK_SIGNING_KEY"] = env.str("MAILGUN_WEBHOOK_SIGNING_KEY")
     return {"ANYMAIL": anymail}
 
 
@@ -45,10 +44,6 @@ def _sendgrid(env: Env, timeout: float, base_dir: Path) -> Settings:
         "SENDGRID_API_KEY": env.str("SENDGRID_API_KEY"),
         "SENDGRID_API_URL": env.str("SENDGRID_API_URL", default="https://api.sendgrid.com/v3/"),
     }
-    if env.is_set("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"):
-        anymail["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"] = env.str(
-            "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"
-        )
     return {"ANYMAIL": anymail}
 
 
@@ -143,6 +138,65 @@ def required_variables(provider: str) -> tuple[str | tuple[str, ...], ...]:
     return PROVIDERS[provider].required if provider in PROVIDERS else ()
 
 
+# TRACKING WEBHOOKS
+# ------------------------------------------------------------------------------
+# Read whatever EMAIL_PROVIDER says: after a switch of provider, the old ESP
+# keeps posting events (bounces, opens) for mail it sent before the switch.
+# docs/webhooks.md; transactional/webhooks/ reads the TRANSACTIONAL_* ones.
+
+_SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]{1,256}")
+
+
+def webhook_settings(env: Env) -> Settings:
+    """Return the settings that authenticate ESP webhook posts."""
+    anymail: Settings = {"WEBHOOK_SECRET": webhook_secrets(env)}
+    # https://anymail.dev/en/stable/esps/mailgun/#std-setting-ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY
+    if env.is_set("MAILGUN_WEBHOOK_SIGNING_KEY"):
+        anymail["MAILGUN_WEBHOOK_SIGNING_KEY"] = _ascii(env, "MAILGUN_WEBHOOK_SIGNING_KEY")
+    # https://anymail.dev/en/stable/esps/sendgrid/#std-setting-ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY
+    if env.is_set("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"):
+        anymail["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"] = env.str(
+            "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"
+        )
+    settings: Settings = {"ANYMAIL": anymail}
+    # https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html
+    if env.is_set("AMAZON_SES_SNS_TOPIC_ARNS"):
+        settings["TRANSACTIONAL_SNS_TOPIC_ARNS"] = sns_topic_arns(env)
+    if env.is_set("AMAZON_SNS_CERT_URL_PATTERN"):
+        settings["TRANSACTIONAL_SNS_CERT_URL_PATTERN"] = sns_cert_url_pattern(env)
+    return settings
+
+
+def _ascii(env: Env, name: str) -> str:
+    value = env.str(name)
+    if not value.isascii():
+        raise ImproperlyConfigured(f"{name} must be plain ASCII, as the ESP's dashboard shows it.")
+    return value
+
+
+def sns_topic_arns(env: Env) -> list[str]:
+    """Parse ``AMAZON_SES_SNS_TOPIC_ARNS``: SNS topic ARNs, comma-separated."""
+    arns = env.list("AMAZON_SES_SNS_TOPIC_ARNS")
+    if bad := [arn for arn in arns if not _SNS_TOPIC_ARN.fullmatch(arn)]:
+        raise ImproperlyConfigured(
+            f"AMAZON_SES_SNS_TOPIC_ARNS has {', '.join(map(repr, bad))}, not an SNS topic ARN "
+            "(arn:aws:sns:<region>:<account id>:<topic name>; several separated by commas)."
+        )
+    return arns
+
+
+def sns_cert_url_pattern(env: Env) -> str:
+    """Read ``AMAZON_SNS_CERT_URL_PATTERN``, a regular expression of trusted certificate URLs."""
+    pattern = env.str("AMAZON_SNS_CERT_URL_PATTERN")
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise ImproperlyConfigured(
+            f"AMAZON_SNS_CERT_URL_PATTERN={pattern!r} is not a valid regular expression: {err}."
+        ) from None
+    return pattern
+
+
 def webhook_secrets(env: Env) -> list[str]:
     """Parse ``ANYMAIL_WEBHOOK_SECRET``: ``user:password`` credentials, space-separated."""
     secrets = env.list("ANYMAIL_WEBHOOK_SECRET", separator=None)
@@ -174,12 +228,14 @@ def email_settings(provider: str, env: Env, *, base_dir: Path) -> Settings:
     spec = PROVIDERS[provider]
     timeout = env.float("EMAIL_TIMEOUT", default=DEFAULT_EMAIL_TIMEOUT, minimum=0.1)
     settings = spec.configure(env, timeout, base_dir)
+    webhooks = webhook_settings(env)
     settings["ANYMAIL"] = {
         **settings.get("ANYMAIL", {}),
         "REQUESTS_TIMEOUT": timeout,
-        "WEBHOOK_SECRET": webhook_secrets(env),
+        **webhooks.pop("ANYMAIL"),
     }
     return {
+        **webhooks,
         "EMAIL_PROVIDER": provider,
         "TRANSACTIONAL_DELIVERY_BACKEND": spec.backend,
         # send_mail() stores into the outbox; a worker delivers through the

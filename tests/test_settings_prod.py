@@ -23,6 +23,7 @@ PRODUCTION = {
     "EMAIL_PROVIDER": "mailgun",
     "MAILGUN_API_KEY": "key-3ax6xnjp29jd6fds4gc373sgvjxteol0",
     "MAILGUN_SENDER_DOMAIN": "mg.acme-corp.com",
+    "MAILGUN_WEBHOOK_SIGNING_KEY": "whsec-8c1f3a09e5b24d7e",
     "ANYMAIL_WEBHOOK_SECRET": "anymail:6Yh2pQ9rT4",
     "DEFAULT_FROM_EMAIL": "Acme <no-reply@acme-corp.com>",
     "ADMINS": "Ops <ops@acme-corp.com>",

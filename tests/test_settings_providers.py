@@ -221,3 +221,58 @@ def test_addresses_parse_names_and_bare_addresses():
 def test_addresses_reject_garbage():
     with pytest.raises(ImproperlyConfigured, match="ADMINS='ops' is not a comma-separated list"):
         Env({"ADMINS": "ops"}).addresses("ADMINS")
+
+
+# Tracking-webhook settings (transactional/webhooks/)
+# ------------------------------------------------------------------------------
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:transactional-ses-events"
+
+
+def test_sns_topic_allow_list_and_cert_pattern_become_settings():
+    values = build(
+        "ses",
+        **SES,
+        AMAZON_SES_SNS_TOPIC_ARNS=f"{TOPIC}, arn:aws-cn:sns:cn-north-1:123456789012:events.fifo",
+        AMAZON_SNS_CERT_URL_PATTERN=r"^https://sns\.test\.internal/.+\.pem$",
+    )
+
+    assert values["TRANSACTIONAL_SNS_TOPIC_ARNS"] == [TOPIC, "arn:aws-cn:sns:cn-north-1:123456789012:events.fifo"]
+    assert values["TRANSACTIONAL_SNS_CERT_URL_PATTERN"] == r"^https://sns\.test\.internal/.+\.pem$"
+
+
+def test_unset_sns_variables_leave_the_app_defaults():
+    values = build("ses", **SES)
+
+    assert "TRANSACTIONAL_SNS_TOPIC_ARNS" not in values
+    assert "TRANSACTIONAL_SNS_CERT_URL_PATTERN" not in values
+
+
+def test_webhook_keys_are_read_whatever_the_provider():
+    # After a switch of provider, the old ESP keeps posting events for a while.
+    values = build(
+        "mailgun",
+        **MAILGUN,
+        AMAZON_SES_SNS_TOPIC_ARNS=TOPIC,
+        SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY="MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE",
+    )
+    ses_values = build("ses", **SES, MAILGUN_WEBHOOK_SIGNING_KEY="whsec-1")
+
+    assert values["TRANSACTIONAL_SNS_TOPIC_ARNS"] == [TOPIC]
+    assert values["ANYMAIL"]["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"].startswith("MFkw")
+    assert ses_values["ANYMAIL"]["MAILGUN_WEBHOOK_SIGNING_KEY"] == "whsec-1"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AMAZON_SES_SNS_TOPIC_ARNS": "transactional-ses-events"}, "AMAZON_SES_SNS_TOPIC_ARNS has 'transactional-ses-events', not an SNS topic ARN"),
+        ({"AMAZON_SES_SNS_TOPIC_ARNS": f"{TOPIC} {TOPIC}"}, "AMAZON_SES_SNS_TOPIC_ARNS has"),
+        ({"AMAZON_SES_SNS_TOPIC_ARNS": "arn:aws:sqs:eu-west-1:123456789012:queue"}, "not an SNS topic ARN"),
+        ({"AMAZON_SNS_CERT_URL_PATTERN": r"^https://sns\.(.*\.pem$"}, "AMAZON_SNS_CERT_URL_PATTERN=.* is not a valid regular expression"),
+        ({"MAILGUN_WEBHOOK_SIGNING_KEY": "clé"}, "MAILGUN_WEBHOOK_SIGNING_KEY must be plain ASCII"),
+    ],
+)
+def test_bad_webhook_values_name_the_variable(environ, message):
+    with pytest.raises(ImproperlyConfigured, match=message):
+        build("locmem", **environ)

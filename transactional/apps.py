@@ -11,7 +11,9 @@ class TransactionalConfig(AppConfig):
     def ready(self) -> None:
         from anymail.exceptions import AnymailNotSupportedWarning
 
-        from . import checks  # noqa: F401  (registers the system checks)
+        # Registering: system checks, and the receivers of anymail's tracking signal.
+        from . import checks, receivers  # noqa: F401
+        from .webhooks import checks as webhook_checks  # noqa: F401
 
         # anymail 15 dropped official SendGrid support and warns on every
         # SendGrid backend init and webhook request. We support SendGrid with

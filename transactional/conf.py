@@ -25,10 +25,24 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 25 * 1024 * 1024,
     "IDEMPOTENCY_WINDOW_SECONDS": 24 * 3600,
     "FAILURE_NOTICE_INTERVAL_SECONDS": 15 * 60,
+    # Webhooks
+    "MAILGUN_MAX_AGE_SECONDS": 12 * 3600,
+    "SNS_TOPIC_ARNS": (),
+    # AWS's signing-certificate URLs: https, an ``sns.<region>`` host, a .pem
+    # name. Anchored: trusting any amazonaws.com URL once made a CVE.
+    "SNS_CERT_URL_PATTERN": (
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$"
+    ),
     # Retention (days)
     "BODY_RETENTION_DAYS": 30,
     "METADATA_RETENTION_DAYS": 365,
     "TASK_RESULT_RETENTION_DAYS": 7,
+    # Rates (fractions) at which Amazon SES reviews / pauses an account; the
+    # admin's delivery stats page warns past them.
+    "BOUNCE_RATE_REVIEW": 0.05,
+    "BOUNCE_RATE_PAUSE": 0.10,
+    "COMPLAINT_RATE_REVIEW": 0.001,
+    "COMPLAINT_RATE_PAUSE": 0.005,
     # `outbox status --check` thresholds
     "ALERT_OLDEST_DUE_SECONDS": 600,
     "ALERT_FAILED_LAST_HOUR": 10,

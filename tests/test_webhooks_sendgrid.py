@@ -1,0 +1,280 @@
+"""SendGrid tracking webhook (transactional/webhooks/sendgrid.py): signature, batches, transaction."""
+
+import json
+import logging
+
+import pytest
+from anymail.signals import EventType, tracking
+from django.contrib.auth.models import Group
+from django.db import DatabaseError, connection
+
+from transactional.models import Event
+from transactional.testing.webhooks import (  # noqa: F401  (fixtures)
+    basic_auth,
+    kinds,
+    post_webhook,
+    sendgrid_batch,
+    sendgrid_event,
+    sendgrid_keypair,
+    sendgrid_signed,
+    tracking_events,
+    webhooks,
+)
+
+pytestmark = [
+    pytest.mark.django_db,
+    # anymail 15 warns on every SendGrid view; we support SendGrid ourselves.
+    pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning"),
+]
+
+URL = "/anymail/sendgrid/tracking/"
+
+
+def assert_nothing_recorded(tracking_events):
+    assert tracking_events == []
+    assert Event.objects.count() == 0
+
+
+def post_body(client, body, *, content_type="application/json", sign=True):
+    body = body.encode() if isinstance(body, str) else body
+    headers = {"Authorization": basic_auth("anymail:test-webhook-password")}
+    if sign:
+        headers.update(sendgrid_signed(body))
+    return client.post(URL, data=body, content_type=content_type, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("kind", "event_type"),
+    [
+        ("processed", EventType.QUEUED),
+        ("delivered", EventType.DELIVERED),
+        ("hard_bounce", EventType.BOUNCED),
+        ("blocked", EventType.BOUNCED),
+        ("soft_bounce", EventType.DEFERRED),
+        ("dropped", EventType.REJECTED),
+        ("complaint", EventType.COMPLAINED),
+        ("open", EventType.OPENED),
+        ("click", EventType.CLICKED),
+        ("unsubscribe", EventType.UNSUBSCRIBED),
+        ("group_unsubscribe", EventType.UNSUBSCRIBED),
+    ],
+)
+def test_each_stored_event_is_dispatched(client, webhooks, tracking_events, kind, event_type):
+    response = post_webhook(client, "sendgrid", sendgrid_event(kind))
+
+    assert response.status_code == 200
+    [(esp_name, event)] = tracking_events
+    assert (esp_name, event.event_type, event.recipient) == ("SendGrid", event_type, "ann@example.org")
+    assert event.message_id == "5f0b3d2e-8c1a-4e6f-9b7d-2a4c6e8f0b1d"
+
+
+def test_every_stored_kind_is_covered():
+    assert set(kinds("sendgrid")) >= {
+        "delivered", "hard_bounce", "soft_bounce", "complaint", "open", "click", "unsubscribe", "batch",
+    }
+
+
+def test_a_batch_dispatches_every_event_and_records_them(client, webhooks, tracking_events):
+    batch = sendgrid_batch()
+
+    assert post_webhook(client, "sendgrid", batch).status_code == 200
+    assert [event.event_id for _, event in tracking_events] == [e["sg_event_id"] for e in batch]
+    assert Event.objects.filter(esp="sendgrid").count() == len(batch)
+
+
+def test_templates_target_a_stored_message(client, webhooks, tracking_events):
+    event = sendgrid_event("delivered", message_id="0f1e2d3c", recipient="bob@example.org", event_id="evt-1")
+
+    post_webhook(client, "sendgrid", event)
+
+    [(_, parsed)] = tracking_events
+    assert (parsed.message_id, parsed.recipient, parsed.event_id) == ("0f1e2d3c", "bob@example.org", "evt-1")
+
+
+def test_an_empty_batch_is_accepted(client, webhooks, tracking_events):
+    assert post_body(client, "[]").status_code == 200
+    assert tracking_events == []
+
+
+# Authentication
+# ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("auth", [None, "anymail:wrong-password"])
+def test_missing_or_wrong_basic_auth_is_refused(client, webhooks, tracking_events, auth):
+    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), auth=auth).status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_both_credentials_work_during_a_rotation(client, webhooks, settings, tracking_events):
+    settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": ["anymail:old-password", "anymail:new-password"]}
+
+    old = post_webhook(client, "sendgrid", sendgrid_event("delivered"), auth="anymail:old-password")
+    new = post_webhook(client, "sendgrid", sendgrid_event("open"), auth="anymail:new-password")
+
+    assert (old.status_code, new.status_code) == (200, 200)
+    assert len(tracking_events) == 2
+
+
+def test_production_without_webhook_secret_refuses_every_post(client, webhooks, settings, tracking_events):
+    settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": ""}
+
+    assert post_webhook(client, "sendgrid", sendgrid_event("delivered")).status_code == 503
+    assert_nothing_recorded(tracking_events)
+
+
+def test_missing_signature_is_refused(client, webhooks, tracking_events):
+    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_signature_by_another_key_is_refused(client, webhooks, tracking_events):
+    other = sendgrid_keypair().private_key
+
+    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sendgrid_key=other).status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_tampered_body_is_refused(client, webhooks, tracking_events):
+    body = json.dumps([sendgrid_event("delivered")]).encode()
+    headers = sendgrid_signed(body) | {"Authorization": basic_auth(webhooks.secret)}
+
+    response = client.post(URL, data=body.replace(b"ann@", b"eve@"), content_type="application/json", headers=headers)
+
+    assert response.status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_garbled_signature_header_is_refused(client, webhooks, tracking_events):
+    headers = {"X-Twilio-Email-Event-Webhook-Signature": "%%%not-base64"}
+
+    response = post_webhook(client, "sendgrid", sendgrid_event("delivered"), headers=headers)
+
+    assert response.status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_without_verification_key_basic_auth_alone_is_checked(client, webhooks, settings, tracking_events):
+    anymail = dict(settings.ANYMAIL)
+    del anymail["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"]
+    settings.ANYMAIL = anymail
+
+    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 200
+    assert len(tracking_events) == 1
+
+
+def test_invalid_verification_key_refuses_with_503_naming_it(client, webhooks, settings, tracking_events, caplog):
+    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": "MFkwEwYHKoZIzj0CAQYI"}
+
+    with caplog.at_level(logging.ERROR, logger="transactional.webhooks"):
+        response = post_webhook(client, "sendgrid", sendgrid_event("delivered"))
+
+    assert response.status_code == 503
+    assert "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY" in caplog.text
+    assert_nothing_recorded(tracking_events)
+
+
+# Malformed input: 4xx, nothing recorded; batches judged event by event
+# ------------------------------------------------------------------------------
+
+MALFORMED_BODIES = {
+    "not json": "[{'event': 'delivered'}",
+    "not utf-8": b"[\xff]",
+    "object instead of array": json.dumps(sendgrid_event("delivered")),
+    "number": "42",
+    "string": '"delivered"',
+    "null": "null",
+    "array of non-events": json.dumps([1, "two", None, []]),
+    "events without event": json.dumps([{"email": "ann@example.org", "sg_event_id": "x"}]),
+    "event not a string": json.dumps([{"event": ["delivered"], "email": "ann@example.org"}]),
+    "timestamp not a number": json.dumps([{"event": "delivered", "timestamp": "yesterday"}]),
+    "timestamp out of range": json.dumps([{"event": "delivered", "timestamp": 10**20}]),
+    "timestamp out of the C library's range": json.dumps([{"event": "delivered", "timestamp": 2**62}]),
+    "dropped reason not a string": json.dumps([{"event": "dropped", "reason": 550}]),
+    "email not a string": json.dumps([{"event": "delivered", "email": ["ann@example.org"]}]),
+    "event id too long": json.dumps([{"event": "delivered", "sg_event_id": "x" * 300}]),
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED_BODIES.values(), ids=MALFORMED_BODIES.keys())
+def test_malformed_bodies_are_a_400_and_record_nothing(client, webhooks, tracking_events, body):
+    assert post_body(client, body).status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_form_encoded_body_is_a_400(client, webhooks, tracking_events):
+    body = "event=delivered&email=ann%40example.org"
+
+    assert post_body(client, body, content_type="application/x-www-form-urlencoded").status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_malformed_events_are_skipped_and_the_rest_recorded(client, webhooks, tracking_events, caplog):
+    good = [sendgrid_event("delivered"), sendgrid_event("open")]
+    batch = [good[0], {"email": "no-event@example.org"}, "garbage", good[1]]
+
+    with caplog.at_level(logging.WARNING, logger="transactional.webhooks"):
+        response = post_body(client, json.dumps(batch))
+
+    assert response.status_code == 200
+    assert [event.event_id for _, event in tracking_events] == [e["sg_event_id"] for e in good]
+    assert "Skipped 2 malformed event(s) of 4 in a SendGrid batch (#1: TypeError, #2: TypeError)" in caplog.text
+
+
+def test_oversized_body_is_a_413(client, webhooks, settings, tracking_events):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000
+
+    assert post_webhook(client, "sendgrid", [sendgrid_event("open") for _ in range(20)]).status_code == 413
+    assert_nothing_recorded(tracking_events)
+
+
+# One transaction per post
+# ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_receiver():
+    """A receiver that writes a row per event, then fails with a database error on the third."""
+    calls = []
+
+    def receiver(sender, event, esp_name, **kwargs):
+        calls.append(event)
+        Group.objects.create(name=f"written-for-{event.event_id}")
+        if len(calls) == 3:
+            raise DatabaseError("disk full")
+
+    tracking.connect(receiver, weak=False, dispatch_uid="test-failing-receiver")
+    yield calls
+    tracking.disconnect(dispatch_uid="test-failing-receiver")
+
+
+def test_a_database_error_is_a_5xx_and_rolls_back_the_whole_post(client, webhooks, failing_receiver):
+    client.raise_request_exception = False
+
+    response = post_webhook(client, "sendgrid", sendgrid_batch())
+
+    assert response.status_code == 500
+    assert len(failing_receiver) == 3
+    assert not Group.objects.exists()
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receivers_run_inside_a_transaction_committed_before_the_response(client, webhooks):
+    seen = []
+
+    def receiver(sender, event, esp_name, **kwargs):
+        seen.append(connection.in_atomic_block)
+        Group.objects.create(name=f"written-for-{event.event_id}")
+
+    tracking.connect(receiver, weak=False, dispatch_uid="test-atomic-receiver")
+    try:
+        response = post_webhook(client, "sendgrid", sendgrid_batch())
+    finally:
+        tracking.disconnect(dispatch_uid="test-atomic-receiver")
+
+    assert response.status_code == 200
+    assert seen == [True] * 5
+    assert not connection.in_atomic_block
+    assert Group.objects.count() == 5
+    assert Event.objects.filter(esp="sendgrid").count() == 5

@@ -1,0 +1,193 @@
+"""What anymail's tracking views lack, shared by our three subclasses.
+
+anymail authenticates a post and turns it into ``AnymailTrackingEvent``\\ s
+(``AnymailCoreWebhookView.post``). ``HardenedTrackingMixin`` adds:
+
+- 503 to every post while this deployment cannot verify them
+  (``misconfiguration()``): the ESP retries once it is fixed;
+- 400 (413 when too big), never 500, for a post anymail cannot parse, with
+  one warning in our log and nothing recorded;
+- the ``tracking`` signal for all events of a post sent inside one database
+  transaction, so the 2xx goes out only after the receivers' writes commit.
+  Authentication and parsing (which may fetch an SNS certificate or confirm a
+  subscription) run before the transaction opens: on SQLite a transaction
+  takes the write lock as it begins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from anymail.exceptions import (
+    AnymailConfigurationError,
+    AnymailError,
+    AnymailWebhookValidationFailure,
+)
+from anymail.signals import AnymailTrackingEvent
+from anymail.utils import get_anymail_setting
+from django.conf import settings
+from django.core.exceptions import (
+    ImproperlyConfigured,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
+
+from .. import events
+
+logger = logging.getLogger("transactional.webhooks")
+
+#: What anymail's parsers raise on a payload of the wrong shape.
+PARSE_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,  # includes JSONDecodeError and UnicodeError
+    AttributeError,
+    OverflowError,  # an epoch timestamp out of datetime's range...
+    OSError,  # ...or out of the C library's (EOVERFLOW)
+    AnymailError,
+)
+
+# Event fields our recorder keys on, and the longest value the Event table takes.
+_IDENTITY_FIELDS = {"event_id": 255, "message_id": 255, "recipient": 320}
+
+
+def webhook_secrets() -> list[str]:
+    """Return the basic-auth credentials anymail accepts (``ANYMAIL["WEBHOOK_SECRET"]``)."""
+    secrets = get_anymail_setting("webhook_secret", default=[])
+    return [secrets] if isinstance(secrets, str) and secrets else list(secrets or [])
+
+
+class Malformed(Exception):
+    """The post is not a payload this ESP sends: answer 400, record nothing."""
+
+
+class Unavailable(Exception):
+    """We cannot handle this post right now: answer 503 so the ESP retries."""
+
+
+class HardenedTrackingMixin:
+    """Put before one of anymail's tracking views; see the module docstring."""
+
+    #: What to check when anymail cannot set the view up (named in the log).
+    key_settings = "the ANYMAIL settings"
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.parsed_events: list[AnymailTrackingEvent] = []
+        self.refusal = self.misconfiguration()
+        if self.refusal:
+            # Skip anymail's set-up: it would warn about (or fail on) the very
+            # problem we refuse over, on every request.
+            return
+        try:
+            super().__init__(**kwargs)
+        except (ImproperlyConfigured, ValueError) as err:
+            # A missing Mailgun key or an unreadable SendGrid key fails here.
+            self.refusal = f"anymail cannot set up this webhook; check {self.key_settings}: {err}"
+
+    def misconfiguration(self) -> str | None:
+        """Return why this deployment must refuse posts for now, or None."""
+        if not settings.DEBUG and not webhook_secrets():
+            return (
+                "ANYMAIL_WEBHOOK_SECRET is not set, so nothing proves a post comes "
+                "from the ESP; webhooks are refused until it is set (see docs/webhooks.md)."
+            )
+        return None
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if self.refusal:
+            logger.error("Refused a %s webhook (503): %s", self.esp_name, self.refusal)
+            return _text("This webhook endpoint is not configured yet.", status=503)
+        try:
+            response = super().post(request, *args, **kwargs)
+        except Unavailable as err:
+            logger.error("Could not handle a %s webhook (503): %s", self.esp_name, err)
+            return _text("Temporarily unavailable, please retry.", status=503)
+        except RequestDataTooBig:
+            logger.warning(
+                "Rejected a %s webhook (413): body over DATA_UPLOAD_MAX_MEMORY_SIZE", self.esp_name
+            )
+            return _text("Request body too large.", status=413)
+        except (Malformed, SuspiciousOperation, MultiPartParserError) as err:
+            # AnymailWebhookValidationFailure is a SuspiciousOperation. Answered
+            # here rather than by Django, whose django.security logger would
+            # mail ADMINS once per bad post.
+            logger.warning("Rejected a %s webhook (400): %s", self.esp_name, err)
+            return _text(f"Bad webhook request: {err}", status=400)
+        if self.parsed_events:
+            # events.batch(): the recorder writes the whole post in bulk as the
+            # block ends, still inside the transaction.
+            with transaction.atomic(), events.batch():
+                for event in self.parsed_events:
+                    self.signal.send(sender=type(self), event=event, esp_name=self.esp_name)
+        return response
+
+    def run_validators(self, request: HttpRequest) -> None:
+        """Run anymail's checks (400 if they trip over the payload), then ours."""
+        try:
+            super().run_validators(request)
+        except AnymailWebhookValidationFailure:
+            raise
+        except PARSE_ERRORS as err:
+            raise Malformed(f"unreadable payload ({type(err).__name__})") from err
+        self.check_request(request)
+
+    def check_request(self, request: HttpRequest) -> None:
+        """Raise Malformed or AnymailWebhookValidationFailure; runs after anymail's checks."""
+
+    def parse_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
+        # anymail's post() sends the signal for what this returns, outside any
+        # transaction; keep the events for our post() instead.
+        self.parsed_events = self.parse_tracking_events(request)
+        return []
+
+    def parse_tracking_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
+        """Return anymail's events for the post; raise Malformed if it cannot parse them."""
+        try:
+            parsed = super().parse_events(request)
+            for event in parsed:
+                check_event(event)
+        except AnymailWebhookValidationFailure:
+            raise  # anymail's own refusal, with its explanation
+        except AnymailConfigurationError as err:
+            # anymail's "inbound route pointed at the tracking URL" errors: the
+            # ESP-side setup is wrong, not our deployment.
+            logger.error("%s posted a non-tracking payload to its tracking URL: %s", self.esp_name, err)
+            raise Malformed("not a tracking event (inbound mail routed here?)") from err
+        except PARSE_ERRORS as err:
+            raise Malformed(f"unreadable payload ({type(err).__name__})") from err
+        return parsed
+
+
+def check_event(event: AnymailTrackingEvent) -> None:
+    """Raise TypeError/ValueError unless the event can be stored as it is."""
+    for name, max_length in _IDENTITY_FIELDS.items():
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"{name} is not a string")
+        if len(value) > max_length or "\x00" in value:
+            raise ValueError(f"{name} is longer than {max_length} characters or holds NUL")
+    if event.timestamp is not None and not isinstance(event.timestamp, datetime):
+        raise TypeError("timestamp is not a date")
+    # SendGrid may send one bare category string instead of a list.
+    tags = [event.tags] if isinstance(event.tags, str) else event.tags
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise TypeError("tags are not a list of strings")
+    if not isinstance(event.metadata, dict):
+        raise TypeError("metadata is not an object")
+    # Python's json reads NaN, Infinity and NUL characters, which no ESP sends
+    # and PostgreSQL's columns refuse (the other text fields come from esp_event).
+    if "\\u0000" in json.dumps([event.esp_event, event.metadata, event.tags], allow_nan=False):
+        raise ValueError("payload holds NUL characters")
+
+
+def _text(body: str, *, status: int) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")

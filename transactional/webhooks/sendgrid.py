@@ -1,0 +1,51 @@
+"""SendGrid tracking webhook: anymail's view, judging a batch event by event.
+
+SendGrid posts a JSON array of events. anymail parses the whole array in one
+go, so one odd event fails the batch with a 500 and SendGrid retries all of
+it for 24 hours. Here each event is parsed on its own: well-formed events are
+recorded, malformed ones are skipped and counted in a warning, and a batch
+with nothing but malformed events gets a 400.
+"""
+
+from __future__ import annotations
+
+import json
+
+from anymail.signals import AnymailTrackingEvent
+from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
+from django.http import HttpRequest
+
+from .base import PARSE_ERRORS, HardenedTrackingMixin, Malformed, check_event, logger
+
+
+class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
+    key_settings = "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"
+
+    def parse_tracking_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
+        try:
+            batch = json.loads(request.body.decode("utf-8"))
+        except ValueError as err:  # includes UnicodeDecodeError
+            raise Malformed("body is not JSON") from err
+        if not isinstance(batch, list):
+            raise Malformed("body is not a JSON array of events")
+        events, errors = [], []
+        for position, esp_event in enumerate(batch):
+            try:
+                events.append(self._parse_one(esp_event))
+            except PARSE_ERRORS as err:
+                errors.append(f"#{position}: {type(err).__name__}")
+        if errors and not events:
+            raise Malformed(f"none of the {len(errors)} events is well-formed")
+        if errors:
+            logger.warning(
+                "Skipped %d malformed event(s) of %d in a SendGrid batch (%s)",
+                len(errors), len(batch), ", ".join(errors[:10]),
+            )
+        return events
+
+    def _parse_one(self, esp_event: object) -> AnymailTrackingEvent:
+        if not isinstance(esp_event, dict) or not isinstance(esp_event.get("event"), str):
+            raise TypeError("not an event object")
+        event = self.esp_to_anymail_event(esp_event)
+        check_event(event)
+        return event
