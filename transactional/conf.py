@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 25 * 1024 * 1024,
     "IDEMPOTENCY_WINDOW_SECONDS": 24 * 3600,
     "FAILURE_NOTICE_INTERVAL_SECONDS": 15 * 60,
+    #: Dotted path of a function replacing retries.classify()'s rules.
+    "CLASSIFIER": None,
     # Webhooks
     "MAILGUN_MAX_AGE_SECONDS": 12 * 3600,
     "SNS_TOPIC_ARNS": (),

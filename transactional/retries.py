@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -47,7 +46,7 @@ class Verdict:
 
 def classify(error: BaseException) -> Verdict:
     """Decide whether ``error`` from a provider call is worth retrying."""
-    custom = getattr(settings, "TRANSACTIONAL_CLASSIFIER", None)
+    custom = get_setting("CLASSIFIER")
     if custom:
         return import_string(custom)(error)
     return _classify(error)
