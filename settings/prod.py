@@ -13,7 +13,7 @@ from .env import env
 from .providers import email_settings, required_variables
 
 EMAIL_PROVIDER = env.choice("EMAIL_PROVIDER", PROVIDERS)
-env.require("SECRET_KEY", "ALLOWED_HOSTS", "EMAIL_PROVIDER", *required_variables(EMAIL_PROVIDER))
+env.require("SECRET_KEY", "ALLOWED_HOSTS", "EMAIL_PROVIDER", *required_variables(EMAIL_PROVIDER, env))
 
 # GENERAL
 # ------------------------------------------------------------------------------

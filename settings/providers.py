@@ -133,9 +133,30 @@ PROVIDERS: dict[str, Provider] = {
 DEVELOPMENT_PROVIDERS = ("file", "console", "locmem", "dummy")
 
 
-def required_variables(provider: str) -> tuple[str | tuple[str, ...], ...]:
-    """Return what ``provider`` needs from the environment (nothing if unknown)."""
-    return PROVIDERS[provider].required if provider in PROVIDERS else ()
+#: boto3 credential sources that need no access key in the environment: an
+#: instance/task role (ECS, EKS pod identity), IRSA web identity, a profile.
+AWS_ROLE_CREDENTIAL_VARIABLES = (
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_PROFILE",
+)
+AWS_KEY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def required_variables(
+    provider: str, env: Env | None = None
+) -> tuple[str | tuple[str, ...], ...]:
+    """Return what ``provider`` needs from the environment (nothing if unknown).
+
+    SES needs no access keys where boto3 finds a role or profile instead.
+    """
+    if provider not in PROVIDERS:
+        return ()
+    required = PROVIDERS[provider].required
+    if provider == "ses" and env is not None and any(map(env.is_set, AWS_ROLE_CREDENTIAL_VARIABLES)):
+        required = tuple(name for name in required if name not in AWS_KEY_VARIABLES)
+    return required
 
 
 # TRACKING WEBHOOKS
@@ -220,7 +241,7 @@ def email_settings(provider: str, env: Env, *, base_dir: Path) -> Settings:
             f"EMAIL_PROVIDER={provider!r} is not supported; "
             f"choose one of: {', '.join(PROVIDERS)}."
         )
-    if absent := env.missing(*required_variables(provider)):
+    if absent := env.missing(*required_variables(provider, env)):
         raise ImproperlyConfigured(
             f"EMAIL_PROVIDER={provider} needs these environment variable(s): "
             f"{', '.join(absent)}. See .env.example and docs/configuration.md."

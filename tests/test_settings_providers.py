@@ -276,3 +276,15 @@ def test_webhook_keys_are_read_whatever_the_provider():
 def test_bad_webhook_values_name_the_variable(environ, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         build("locmem", **environ)
+
+
+@pytest.mark.parametrize("source", ["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE"])
+def test_ses_needs_no_access_keys_with_a_role_or_profile(source):
+    values = build("ses", AWS_REGION="eu-west-1", **{source: "/v2/credentials/abc"})
+
+    assert values["ANYMAIL"]["AMAZON_SES_CLIENT_PARAMS"]["region_name"] == "eu-west-1"
+
+
+def test_ses_with_a_role_still_needs_a_region():
+    with pytest.raises(ImproperlyConfigured, match=r"needs these environment variable\(s\): AWS_REGION or AWS_DEFAULT_REGION\."):
+        build("ses", AWS_PROFILE="mail")
