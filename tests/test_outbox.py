@@ -249,3 +249,39 @@ def test_the_test_fixture_helpers_read_well(transactional_outbox):
     transactional_outbox.assert_suppressed("bob@example.org")
     with pytest.raises(AssertionError, match="Expected 1 mail"):
         transactional_outbox.assert_sent(to="carol@example.org")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: mail.EmailMessage("Hi", "Body", "shop@acme.test", ["ann@example.org"]),
+        lambda: mail.EmailMessage("Привет " * 40, "Тело письма " * 500, "Магазин <shop@acme.test>",
+                                  ["Анна <ann@example.org>"] * 20),
+        lambda: _with_parts(),
+    ],
+)
+def test_the_size_estimate_is_an_upper_bound(build):
+    from transactional.outbox import _size_upper_bound, _with_message_id
+
+    email = _with_message_id(build())
+
+    assert _size_upper_bound(email) >= len(email.message().as_bytes())
+
+
+def _with_parts() -> EmailMultiAlternatives:
+    email = EmailMultiAlternatives("Report", "x" * 3000, "shop@acme.test", ["ann@example.org"])
+    email.attach_alternative("<p>" + "é" * 5000 + "</p>", "text/html")
+    email.attach("data.bin", bytes(range(256)) * 40, "application/octet-stream")
+    email.attach("notes.txt", "ünïcode " * 300, "text/plain")
+    logo = MIMEImage(PIXEL, "gif")
+    logo.add_header("Content-ID", "<logo>")
+    email.attach(logo)
+    return email
+
+
+def test_a_message_whose_estimate_is_over_but_real_size_is_under_the_limit_is_accepted(outbox, settings):
+    email = mail.EmailMessage("Plain", "a" * 9_000, "shop@acme.test", ["ann@example.org"])
+    settings.TRANSACTIONAL_MAX_MESSAGE_BYTES = 10_000  # 7bit body: ~9.3 kB real, estimate ~14 kB
+
+    assert email.send() == 1
+    assert 9_000 < Message.objects.get().size <= 10_000

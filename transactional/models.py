@@ -71,7 +71,9 @@ class Message(models.Model):
         "Message-ID", max_length=255, db_index=True, help_text="Fixed at enqueue, reused by every attempt."
     )
     payload = models.JSONField(null=True, help_text="The message as built; emptied by `outbox purge`.")
-    size = models.PositiveBigIntegerField(default=0, help_text="Encoded size in bytes.")
+    size = models.PositiveBigIntegerField(
+        default=0, help_text="Encoded size in bytes: an upper bound, exact near the size limit."
+    )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

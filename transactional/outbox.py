@@ -8,6 +8,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from email.mime.base import MIMEBase
 from email.utils import getaddresses, make_msgid
 
 from django.core.mail import EmailMessage
@@ -53,8 +54,10 @@ def _store(email: EmailMessage) -> bool:
         return True
 
     email = _with_message_id(email)
-    size = len(email.message().as_bytes())
     limit = get_setting("MAX_MESSAGE_BYTES")
+    size = _size_upper_bound(email)
+    if size > limit:  # only then is rendering the whole MIME message worth it
+        size = len(email.message().as_bytes())
     if size > limit:
         raise MessageTooLarge(
             f"Message {email.subject!r} is {size:,} bytes encoded, over the "
@@ -87,20 +90,68 @@ def _store(email: EmailMessage) -> bool:
     if everyone_suppressed:
         message.last_error = "Every recipient is on the suppression list."
         message.next_attempt_at = None
-    try:
-        with transaction.atomic():
-            message.save()
-    except IntegrityError:
-        if key and Message.objects.filter(idempotency_key=key).exists():
+    if key:
+        try:
+            with transaction.atomic():
+                message.save()
+        except IntegrityError:
+            if not Message.objects.filter(idempotency_key=key).exists():
+                raise
             logger.info("Not sending again: idempotency key %r was accepted concurrently", key)
             return True
-        raise
+    else:
+        message.save()
     for recipient in recipients:
         recipient.message = message
     Recipient.objects.bulk_create(recipients)
     if everyone_suppressed:
         logger.info("Message %s not sent: every recipient is suppressed", message.pk)
     return not everyone_suppressed
+
+
+#: Base64 with line breaks: 4 bytes out per 3 in, plus CRLF every 76.
+BASE64_GROWTH = 4 / 3 * 78 / 76
+#: Quoted-printable, Django's choice for non-ASCII text: "=XX" per byte, soft breaks.
+QUOTED_PRINTABLE_GROWTH = 3 * 78 / 75
+#: Headers, boundaries and part headers, generously.
+MIME_OVERHEAD_BYTES = 2048
+
+
+def _size_upper_bound(email: EmailMessage) -> int:
+    """Return a cheap upper bound of the encoded size, as providers count it.
+
+    Binary parts count as base64, non-ASCII text as quoted-printable (the
+    largest encodings Django uses for each), so a message under the limit
+    here is under it for real, without rendering it.
+    """
+    texts = [email.body, *(content for content, _ in getattr(email, "alternatives", []))]
+    texts += [str(v) for v in email.extra_headers.values()]
+    texts += [email.subject, email.from_email or "", *email.to, *email.cc, *email.reply_to]
+    binaries = []
+    for attachment in email.attachments:
+        content = attachment if isinstance(attachment, MIMEBase) else attachment[1]
+        (texts if isinstance(content, str) else binaries).append(content)
+    size = sum(_text_size(text) for text in texts if isinstance(text, str))
+    size += sum(len(_as_bytes(content)) * BASE64_GROWTH for content in binaries)
+    return int(size) + MIME_OVERHEAD_BYTES * (len(email.attachments) + 2)
+
+
+def _text_size(text: str) -> float:
+    encoded = text.encode()
+    growth = 1.1 if encoded.isascii() else QUOTED_PRINTABLE_GROWTH
+    return len(encoded) * growth
+
+
+def _as_bytes(content) -> bytes:
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, str):
+        return content.encode()
+    if isinstance(content, EmailMessage):  # a message/rfc822 attachment
+        return content.message().as_bytes()
+    if hasattr(content, "as_bytes"):
+        return content.as_bytes()
+    return str(content).encode()
 
 
 def _seen_recently(key: str) -> bool:
