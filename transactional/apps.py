@@ -1,6 +1,14 @@
 import warnings
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def create_outbox_state(sender, using: str = "default", **kwargs) -> None:
+    """Create the one OutboxState row after `migrate` (and `flush`)."""
+    from .models import OutboxState
+
+    OutboxState.objects.using(using).get_or_create(pk=1)
 
 
 class TransactionalConfig(AppConfig):
@@ -9,6 +17,7 @@ class TransactionalConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        post_migrate.connect(create_outbox_state, sender=self)
         from anymail.exceptions import AnymailNotSupportedWarning
 
         # Registering: system checks, and the receivers of anymail's tracking signal.

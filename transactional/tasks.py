@@ -57,10 +57,11 @@ def kick(*, force: bool = False) -> None:
 
 
 def _claim_kick() -> bool:
-    if OutboxState.objects.filter(pk=1, kick_pending=False).update(kick_pending=True):
-        return True
-    _, created = OutboxState.objects.get_or_create(pk=1, defaults={"kick_pending": True})
-    return created
+    """Flip the pending flag; True if this caller flipped it (one UPDATE).
+
+    The row exists from `migrate` (and `flush`) on; see apps.ready().
+    """
+    return bool(OutboxState.objects.filter(pk=1, kick_pending=False).update(kick_pending=True))
 
 
 def kick_at(when: datetime) -> None:
