@@ -66,13 +66,15 @@ def record_many(events: Iterable[AnymailTrackingEvent], esp_name: str) -> list[E
             "Ignoring %d tracking event(s) from unsupported ESP %r", len(events), esp_name
         )
         return []
-    rows = _unique(_build(event, esp) for event in events)
-    # Part of the caller's transaction (the webhook request's), if any.
+    # Building rows and skipping known ones are reads: done before the
+    # transaction, which on SQLite holds the database's write lock.
+    rows = _unrecorded(esp, _unique(_build(event, esp) for event in events))
+    if not rows:
+        logger.debug("All %d %s event(s) were recorded before", len(events), esp)
+        return []
+    # Part of the caller's transaction, if any; a race with a concurrent
+    # request for the same event is settled by the unique constraint (_insert).
     with transaction.atomic(savepoint=False):
-        rows = _unrecorded(esp, rows)
-        if not rows:
-            logger.debug("All %d %s event(s) were recorded before", len(events), esp)
-            return []
         linker = _Linker.load({row.esp_message_id for row in rows})
         earlier = _link_pending(linker)
         for row in rows:
@@ -219,9 +221,9 @@ def _unique(rows: Iterable[Event]) -> list[Event]:
 def _unrecorded(esp: str, rows: list[Event]) -> list[Event]:
     """Return the rows not recorded yet."""
     recorded = set(
-        Event.objects.filter(esp=esp, event_id__in={row.event_id for row in rows}).values_list(
-            "event_id", "address"
-        )
+        Event.objects.filter(esp=esp, event_id__in={row.event_id for row in rows})
+        .order_by()
+        .values_list("event_id", "address")
     )
     return [row for row in rows if _key(row) not in recorded]
 
@@ -258,7 +260,8 @@ class _Linker:
         linker = cls()
         ids = esp_message_ids - {""}
         if ids:
-            for recipient in Recipient.objects.select_for_update().filter(esp_message_id__in=ids):
+            found = Recipient.objects.select_for_update().filter(esp_message_id__in=ids).order_by()
+            for recipient in found.only("pk", "message_id", "address", "status", "esp_message_id"):
                 linker.messages[recipient.esp_message_id] = recipient.message_id
                 linker.recipients[recipient.esp_message_id, recipient.address].append(recipient)
         return linker
@@ -288,6 +291,8 @@ def _link_pending(linker: _Linker) -> list[Event]:
     pending = [
         row
         for row in Event.objects.filter(message__isnull=True, esp_message_id__in=linker.messages)
+        .order_by()
+        .only("pk", "esp", "event_type", "esp_message_id", "address", "raw")
         if linker.link(row)
     ]
     Event.objects.bulk_update(pending, ["message", "recipient"])
@@ -308,8 +313,12 @@ def _apply_status(rows: list[Event], linker: _Linker) -> None:
             if status != recipient.status:
                 recipient.status, recipient.updated_at = status, now
                 changed[recipient.pk] = recipient
-    if changed:
-        Recipient.objects.bulk_update(changed.values(), ["status", "updated_at"])
+    # One UPDATE per new status: cheaper than bulk_update's CASE per row.
+    by_status: dict[str, list[int]] = defaultdict(list)
+    for recipient in changed.values():
+        by_status[recipient.status].append(recipient.pk)
+    for status, pks in by_status.items():
+        Recipient.objects.filter(pk__in=pks).update(status=status, updated_at=now)
 
 
 def _apply_suppressions(rows: list[Event]) -> None:
