@@ -24,6 +24,13 @@ logger = logging.getLogger("transactional.worker")
 class Command(DBWorkerCommand):
     help = "Run the outbox delivery worker (django-tasks-db's db_worker, plus the sweep)."
 
+    def add_arguments(self, parser) -> None:
+        super().add_arguments(parser)
+        # db_worker sleeps up to a second at start against a thundering herd
+        # of workers polling at once; ours are woken by one coalesced kick,
+        # so mail waiting at start goes out at once.
+        parser.set_defaults(startup_delay=False)
+
     def handle(self, *args, **options):
         if options["verbosity"] and not logger.hasHandlers():
             logger.addHandler(logging.StreamHandler(self.stdout))
