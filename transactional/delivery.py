@@ -249,8 +249,9 @@ def record_many(results: list[Result]) -> int:
     Successes, the common case, are written together in one transaction;
     failures and suppressions one by one.
     """
-    successes = [r for r in results if r.error is None and r.recipients]
-    others = [r for r in results if r not in successes]
+    successes, others = [], []
+    for result in results:
+        (successes if result.error is None and result.recipients else others).append(result)
     return _record_successes(successes) + sum(record(result) for result in others)
 
 
@@ -263,9 +264,11 @@ def _record_successes(results: list[Result]) -> int:
             pk__in=[r.message_id for r in results], status=Message.Status.SENDING
         ).values_list("pk", "claimed_at")
     )
-    live = [r for r in results if claims.get(r.message_id) == r.claimed_at]
+    live = []
     for result in results:
-        if result not in live:
+        if claims.get(result.message_id) == result.claimed_at:
+            live.append(result)
+        else:
             logger.warning("Message %s was re-claimed before its result was recorded", result.message_id)
     if not live:
         return 0

@@ -83,7 +83,7 @@ class Message(models.Model):
     bypass_suppression = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)  # delivery stats
     purged_at = models.DateTimeField(null=True, blank=True)
 
     objects = MessageQuerySet.as_manager()
