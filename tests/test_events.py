@@ -227,28 +227,38 @@ def test_an_event_without_an_id_is_keyed_by_a_hash_of_its_payload():
     assert Event.objects.count() == 1
 
 
-def test_an_event_a_concurrent_request_recorded_first_is_skipped(monkeypatch):
-    """The same event in two requests at once: the insert conflicts, the loser skips it."""
-
-    def sendgrid(event_id: str, kind: str) -> AnymailTrackingEvent:
-        return AnymailTrackingEvent(event_type=kind, event_id=event_id, recipient=ANN, esp_event={})
-
-    events.record(sendgrid("raced", "bounced"), "SendGrid")
-    real = events._unrecorded
-    calls = []
-
-    def raced(esp, rows):  # the first look misses the other request's row
-        calls.append(len(rows))
-        return rows if len(calls) == 1 else real(esp, rows)
-
-    monkeypatch.setattr(events, "_unrecorded", raced)
-
-    recorded = events.record_many(
-        [sendgrid("raced", "bounced"), sendgrid("fresh", "delivered")], "SendGrid"
+def sendgrid_tracking(event_id: str, kind: str, message_id: str = "") -> AnymailTrackingEvent:
+    return AnymailTrackingEvent(
+        event_type=kind, event_id=event_id, recipient=ANN, message_id=message_id, esp_event={}
     )
 
-    assert [row.event_id for row in recorded] == ["fresh"]
-    assert Event.objects.count() == 2 and calls == [2, 2]
+
+def test_an_event_a_concurrent_request_recorded_first_is_skipped():
+    """Two requests read before either writes: the second to write skips what the first recorded."""
+    late = events.prepare(
+        [sendgrid_tracking("raced", "complained"), sendgrid_tracking("fresh", "delivered")],
+        "SendGrid",
+    )
+    events.record(sendgrid_tracking("raced", "complained"), "SendGrid")  # the other request
+
+    with transaction.atomic():
+        recorded = late.write()
+
+    assert [row.event_id for row in recorded] == ["fresh"] and recorded[0].pk
+    assert Event.objects.count() == 2
+    assert Suppression.objects.get().event.event_id == "raced"
+
+
+def test_a_status_read_before_a_concurrent_request_raised_it_is_not_lowered():
+    message = sent(SENDGRID_ID, provider="sendgrid")
+    late = events.prepare([sendgrid_tracking("d1", "delivered", SENDGRID_ID)], "SendGrid")
+    events.record(sendgrid_tracking("c1", "clicked", SENDGRID_ID), "SendGrid")  # the other request
+
+    with transaction.atomic():
+        late.write()
+
+    assert status_of(message) == Recipient.Status.CLICKED
+    assert message.events.count() == 2
 
 
 def test_events_from_an_unsupported_esp_are_logged_and_ignored(caplog):
@@ -301,6 +311,24 @@ def test_link_pending_without_recipients_retries_recent_unlinked_events(webhooks
     assert events.link_pending() == 1
     assert events.link_pending() == 0
     assert status_of(message) == Recipient.Status.DELIVERED
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
+def test_looking_for_unlinked_events_reads_only_those_of_the_posted_messages():
+    """Mail another system sends through the ESP leaves unlinked events for ever: never scan them."""
+    with CaptureQueriesContext(connection) as queries:
+        events.prepare(
+            [sendgrid_tracking(f"e{n}", "delivered", f"{SENDGRID_ID}-{n}") for n in range(3)],
+            "SendGrid",
+        )
+    lookup = next(q["sql"] for q in queries if "transactional_event" in q["sql"])
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {lookup}")
+        plan = " / ".join(row[-1] for row in cursor.fetchall())
+
+    assert "USING INDEX event_unlinked_idx (esp_message_id=?)" in plan, plan
+    assert "SCAN" not in plan, plan
 
 
 def test_an_address_the_message_was_not_sent_to_links_the_message_only(webhooks):

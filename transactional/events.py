@@ -1,6 +1,6 @@
 """Recording ESP tracking events: once each, linked to our messages, acted on.
 
-``record_many()`` is the one write path. In one transaction it
+``record_many()`` is the one write path. It
 
 1. skips events already recorded (ESPs retry; Mailgun replays verify),
 2. links the rest to the Message and Recipient they are about, by the
@@ -15,10 +15,17 @@ the address is known on arrival, and a hard bounce is one whoever sent the
 mail. Status does wait: it belongs to a recipient, so it is applied when the
 event is linked, on arrival or later by ``link_pending()``.
 
+It works in two steps. ``prepare()`` does the reads and builds the rows,
+writing nothing; ``Recording.write()`` writes them in one transaction. The
+write step holds SQLite's database-wide write lock (PostgreSQL's row locks),
+so everything that can happen before it does. Its writes stay correct
+against a concurrent request that read the same state: the insert skips an
+event the other one recorded first (the unique constraint settles it), and
+a status only moves up (the UPDATE checks the current one).
+
 Webhook views send one anymail ``tracking`` signal per event. Inside
-``batch()`` the receiver collects them and records them with one
-``record_many()`` call as the block exits, a handful of queries per request
-instead of several per event.
+``batch()`` the receiver collects them and records them all as the block
+exits, a handful of queries per request instead of several per event.
 """
 
 import logging
@@ -33,20 +40,20 @@ from operator import itemgetter
 from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import esps
+from .bulk_insert import PreparedInsert
 from .models import Event, Recipient, Suppression, normalize_address
-from .status import next_status
+from .status import next_status, statuses_below
 from .suppression import suppress_many
 
 logger = logging.getLogger(__name__)
 
 #: How far back ``link_pending()`` without recipients looks for unlinked events.
 PENDING_WINDOW = timedelta(days=1)
-#: Inserts retried when a concurrent request records the same event first.
-INSERT_ATTEMPTS = 3
 
 Key = tuple[str, str]
 
@@ -59,31 +66,76 @@ def record(event: AnymailTrackingEvent, esp_name: str) -> Event | None:
 
 def record_many(events: Iterable[AnymailTrackingEvent], esp_name: str) -> list[Event]:
     """Record anymail tracking events from one ESP; return the rows new to us."""
+    recording = prepare(events, esp_name)
+    # Part of the caller's transaction, if any.
+    with transaction.atomic(savepoint=False):
+        return recording.write()
+
+
+def prepare(events: Iterable[AnymailTrackingEvent], esp_name: str) -> "Recording":
+    """Read what recording these events needs and build their rows; write nothing."""
     events = list(events)
     esp = esps.ESP_BY_ANYMAIL_NAME.get(esp_name)
     if esp is None:
         logger.warning(
             "Ignoring %d tracking event(s) from unsupported ESP %r", len(events), esp_name
         )
-        return []
-    # Building rows and skipping known ones are reads: done before the
-    # transaction, which on SQLite holds the database's write lock.
-    rows = _unrecorded(esp, _unique(_build(event, esp) for event in events))
+        return Recording(esp_name, events)
+    rows = _unique(_build(event, esp) for event in events)
+    recorded, unlinked = _read_events(esp, rows)
+    rows = [row for row in rows if _key(row) not in recorded]
     if not rows:
         logger.debug("All %d %s event(s) were recorded before", len(events), esp)
-        return []
-    # Part of the caller's transaction, if any; a race with a concurrent
-    # request for the same event is settled by the unique constraint (_insert).
-    with transaction.atomic(savepoint=False):
-        linker = _Linker.load({row.esp_message_id for row in rows})
-        earlier = _link_pending(linker)
-        for row in rows:
-            linker.link(row)
-        rows = _insert(esp, rows)
-        _apply_status([*earlier, *rows], linker)
+        return Recording(esp_name, events)
+    linker = _Linker.load({row.esp_message_id for row in rows})
+    pending = [row for row in unlinked if linker.link(row)]
+    for row in rows:
+        linker.link(row)
+    return Recording(
+        esp_name,
+        events,
+        linker=linker,
+        pending=pending,
+        insert=PreparedInsert(rows, key=("esp", "event_id", "address")),
+    )
+
+
+@dataclass
+class Recording:
+    """What ``prepare()`` made of some events: ``write()`` records them."""
+
+    esp_name: str
+    events: list[AnymailTrackingEvent]
+    linker: "_Linker" = field(default_factory=lambda: _Linker())
+    #: Unlinked events of earlier requests that this one's messages now link.
+    pending: list[Event] = field(default_factory=list)
+    #: The new rows, ready to insert (None: nothing new).
+    insert: PreparedInsert[Event] | None = None
+
+    def write(self) -> list[Event]:
+        """Write the rows, link the pending events, apply both; return the rows inserted.
+
+        Call it inside a transaction, so that everything commits together.
+        """
+        if self.pending:
+            Event.objects.bulk_update(self.pending, ["message", "recipient"])
+        # An event a concurrent request recorded meanwhile is skipped.
+        rows = self.insert.execute() if self.insert else []
+        _apply_status([*self.pending, *rows], self.linker)
         _apply_suppressions(rows)
-    logger.debug("Recorded %d of %d %s event(s)", len(rows), len(events), esp)
-    return rows
+        if self.events:
+            logger.debug(
+                "Recorded %d of %d %s event(s)", len(rows), len(self.events), self.esp_name
+            )
+        return rows
+
+    def is_for(self, events: list[AnymailTrackingEvent], esp_name: str) -> bool:
+        """Whether it was prepared from exactly these events."""
+        return (
+            esp_name == self.esp_name
+            and len(events) == len(self.events)
+            and all(ours is theirs for ours, theirs in zip(self.events, events, strict=True))
+        )
 
 
 def link_pending(recipients: Iterable[Recipient] | None = None) -> int:
@@ -104,10 +156,10 @@ def link_pending(recipients: Iterable[Recipient] | None = None) -> int:
         ids = {recipient.esp_message_id for recipient in recipients} - {""}
     if not ids or not Event.objects.filter(message__isnull=True, esp_message_id__in=ids).exists():
         return 0
+    linker = _Linker.load(ids)
+    linked = [row for row in _unlinked(Q(esp_message_id__in=linker.messages)) if linker.link(row)]
     with transaction.atomic():
-        linker = _Linker.load(ids)
-        linked = _link_pending(linker)
-        _apply_status(linked, linker)
+        Recording("", [], linker=linker, pending=linked).write()
     if linked:
         logger.info(
             "Linked %d event(s) that arrived before their message was recorded", len(linked)
@@ -124,14 +176,20 @@ _collected: ContextVar[list[tuple[AnymailTrackingEvent, str]] | None] = ContextV
 
 
 @contextmanager
-def batch() -> Iterator[None]:
+def batch(prepared: Recording | None = None) -> Iterator[None]:
     """Collect the events received inside the block; record them in bulk as it exits.
 
     Nothing is recorded if the block raises. Open it inside the request's
-    transaction, so the events commit with it::
+    transaction, so the events commit with it, and pass what ``prepare()``
+    made of the same events before the transaction opened, so that only the
+    writes happen inside it::
 
-        with transaction.atomic(), events.batch():
-            return super().post(request, *args, **kwargs)
+        recording = events.prepare(parsed, esp_name)
+        with transaction.atomic(), events.batch(recording):
+            ...  # send the tracking signal for each of the parsed events
+
+    Without ``prepared`` (or if the events received differ from the ones it
+    was made from) the reads happen as the block exits.
     """
     collected: list[tuple[AnymailTrackingEvent, str]] = []
     token = _collected.set(collected)
@@ -140,7 +198,11 @@ def batch() -> Iterator[None]:
     finally:
         _collected.reset(token)
     for esp_name, group in groupby(collected, key=itemgetter(1)):
-        record_many([event for event, _ in group], esp_name)
+        received = [event for event, _ in group]
+        if prepared is not None and prepared.is_for(received, esp_name):
+            prepared.write()
+        else:
+            record_many(received, esp_name)
 
 
 def receive(event: AnymailTrackingEvent, esp_name: str) -> None:
@@ -218,29 +280,35 @@ def _unique(rows: Iterable[Event]) -> list[Event]:
     return list(unique.values())
 
 
-def _unrecorded(esp: str, rows: list[Event]) -> list[Event]:
-    """Return the rows not recorded yet."""
-    recorded = set(
-        Event.objects.filter(esp=esp, event_id__in={row.event_id for row in rows})
-        .order_by()
-        .values_list("event_id", "address")
+def _read_events(esp: str, rows: list[Event]) -> tuple[set[Key], list[Event]]:
+    """Return which of ``rows`` are recorded already, and the unlinked events of their messages.
+
+    One query for both: a webhook post is a single event as often as not.
+    """
+    event_ids = {row.event_id for row in rows}
+    message_ids = {row.esp_message_id for row in rows} - {""}
+    found = _unlinked(
+        Q(esp_message_id__in=message_ids), recorded=Q(esp=esp, event_id__in=event_ids)
     )
-    return [row for row in rows if _key(row) not in recorded]
+    recorded = {_key(row) for row in found if row.esp == esp and row.event_id in event_ids}
+    unlinked = [
+        row for row in found if row.message_id is None and row.esp_message_id in message_ids
+    ]
+    return recorded, unlinked
 
 
-def _insert(esp: str, rows: list[Event]) -> list[Event]:
-    """Insert the rows; return those inserted (a concurrent request may win some)."""
-    for _ in range(INSERT_ATTEMPTS - 1):
-        try:
-            with transaction.atomic():
-                return Event.objects.bulk_create(rows)
-        except IntegrityError:
-            # The same event in two requests at once (an ESP retrying a slow
-            # post): the other one committed it. Skip it and try again.
-            rows = _unrecorded(esp, rows)
-            if not rows:
-                return []
-    return Event.objects.bulk_create(rows)
+def _unlinked(about: Q, *, recorded: Q | None = None) -> list[Event]:
+    """Return the unlinked events matching ``about`` (and any event matching ``recorded``)."""
+    wanted = Q(message__isnull=True) & about
+    if recorded is not None:
+        wanted |= recorded
+    found = Event.objects.filter(wanted).order_by()
+    # What linking and status need (event_unlinked_idx covers the lookup).
+    return list(
+        found.only(
+            "pk", "esp", "event_id", "address", "event_type", "esp_message_id", "message", "raw"
+        )
+    )
 
 
 # Linking
@@ -256,11 +324,11 @@ class _Linker:
 
     @classmethod
     def load(cls, esp_message_ids: set[str]) -> "_Linker":
-        """Load (and lock) the recipients sent with these ESP message ids."""
+        """Load the recipients sent with these ESP message ids (and their status now)."""
         linker = cls()
         ids = esp_message_ids - {""}
         if ids:
-            found = Recipient.objects.select_for_update().filter(esp_message_id__in=ids).order_by()
+            found = Recipient.objects.filter(esp_message_id__in=ids).order_by()
             for recipient in found.only("pk", "message_id", "address", "status", "esp_message_id"):
                 linker.messages[recipient.esp_message_id] = recipient.message_id
                 linker.recipients[recipient.esp_message_id, recipient.address].append(recipient)
@@ -284,27 +352,16 @@ class _Linker:
         return self.recipients.get((row.esp_message_id, row.address), [])
 
 
-def _link_pending(linker: _Linker) -> list[Event]:
-    """Link the unlinked events for the linker's messages; return them."""
-    if not linker.messages:
-        return []
-    pending = [
-        row
-        for row in Event.objects.filter(message__isnull=True, esp_message_id__in=linker.messages)
-        .order_by()
-        .only("pk", "esp", "event_type", "esp_message_id", "address", "raw")
-        if linker.link(row)
-    ]
-    Event.objects.bulk_update(pending, ["message", "recipient"])
-    return pending
-
-
 # Effects
 # ------------------------------------------------------------------------------
 
 
 def _apply_status(rows: list[Event], linker: _Linker) -> None:
-    """Raise each linked recipient's status by the events' precedence."""
+    """Raise each linked recipient's status by the events' precedence.
+
+    The statuses were read before the transaction: each UPDATE only moves a
+    recipient up, so a concurrent request that raised it higher meanwhile wins.
+    """
     now = timezone.now()
     changed: dict[int, Recipient] = {}
     for row in rows:
@@ -318,7 +375,9 @@ def _apply_status(rows: list[Event], linker: _Linker) -> None:
     for recipient in changed.values():
         by_status[recipient.status].append(recipient.pk)
     for status, pks in by_status.items():
-        Recipient.objects.filter(pk__in=pks).update(status=status, updated_at=now)
+        Recipient.objects.filter(pk__in=pks, status__in=statuses_below(status)).update(
+            status=status, updated_at=now
+        )
 
 
 def _apply_suppressions(rows: list[Event]) -> None:

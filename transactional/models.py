@@ -186,7 +186,11 @@ class Event(models.Model):
     # found through their message.
     esp_message_id = models.CharField("ESP message id", max_length=255, blank=True)
     timestamp = models.DateTimeField(null=True, blank=True, help_text="When the ESP says it happened.")
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    # Indexed only once linked (event_message_idx): a full index on it would
+    # tempt SQLite into reading every unlinked event to find a few.
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="events", db_index=False
+    )
     recipient = models.ForeignKey(
         Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
@@ -213,6 +217,7 @@ class Event(models.Model):
             models.Index(
                 fields=["esp_message_id"], condition=Q(message__isnull=True), name="event_unlinked_idx"
             ),
+            models.Index(fields=["message"], condition=Q(message__isnull=False), name="event_message_idx"),
         ]
 
     def __str__(self) -> str:

@@ -53,6 +53,11 @@ PRECEDENCE: tuple[str, ...] = (
 RANK: dict[str, int] = {status: rank for rank, status in enumerate(PRECEDENCE)}
 
 
+def statuses_below(status: str) -> tuple[str, ...]:
+    """Return the statuses a recipient may move up from into ``status``."""
+    return PRECEDENCE[: RANK[status]]
+
+
 def next_status(current: str, event_type: str) -> str:
     """Return the status a recipient in ``current`` has after an ``event_type`` event."""
     proposed = EVENT_STATUS.get(event_type)

@@ -9,9 +9,10 @@ anymail authenticates a post and turns it into ``AnymailTrackingEvent``\\ s
   one warning in our log and nothing recorded;
 - the ``tracking`` signal for all events of a post sent inside one database
   transaction, so the 2xx goes out only after the receivers' writes commit.
-  Authentication and parsing (which may fetch an SNS certificate or confirm a
-  subscription) run before the transaction opens: on SQLite a transaction
-  takes the write lock as it begins.
+  Authentication, parsing (which may fetch an SNS certificate or confirm a
+  subscription) and our recorder's reads (``events.prepare()``) run before
+  the transaction opens: on SQLite a transaction takes the write lock as it
+  begins.
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ class HardenedTrackingMixin:
             logger.warning("Rejected a %s webhook (400): %s", self.esp_name, err)
             return _text(f"Bad webhook request: {err}", status=400)
         if self.parsed_events:
-            # events.batch(): the recorder writes the whole post in bulk as the
-            # block ends, still inside the transaction.
-            with transaction.atomic(), events.batch():
+            # The recorder's reads happen first, outside the transaction; as
+            # the events.batch() block ends it writes the whole post in bulk,
+            # still inside the transaction.
+            recording = events.prepare(self.parsed_events, self.esp_name)
+            with transaction.atomic(), events.batch(recording):
                 for event in self.parsed_events:
                     self.signal.send(sender=type(self), event=event, esp_name=self.esp_name)
         return response
@@ -158,7 +161,9 @@ class HardenedTrackingMixin:
         except AnymailConfigurationError as err:
             # anymail's "inbound route pointed at the tracking URL" errors: the
             # ESP-side setup is wrong, not our deployment.
-            logger.error("%s posted a non-tracking payload to its tracking URL: %s", self.esp_name, err)
+            logger.error(
+                "%s posted a non-tracking payload to its tracking URL: %s", self.esp_name, err
+            )
             raise Malformed("not a tracking event (inbound mail routed here?)") from err
         except PARSE_ERRORS as err:
             raise Malformed(f"unreadable payload ({type(err).__name__})") from err

@@ -1,0 +1,96 @@
+"""PreparedInsert (transactional/bulk_insert.py): values converted ahead, duplicates skipped."""
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from transactional import bulk_insert
+from transactional.bulk_insert import PreparedInsert
+from transactional.models import Event
+
+pytestmark = pytest.mark.django_db
+
+KEY = ("esp", "event_id", "address")
+WHEN = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
+
+
+def event(event_id: str, address: str = "ann@example.com", **fields) -> Event:
+    return Event(
+        esp="sendgrid",
+        event_id=event_id,
+        address=address,
+        event_type="delivered",
+        timestamp=WHEN,
+        **fields,
+    )
+
+
+@pytest.fixture
+def two_rows_per_statement(monkeypatch) -> Iterator[None]:
+    """Lower the database's own parameter limit so that a statement holds two Event rows."""
+    width = len([f for f in Event._meta.concrete_fields if not f.primary_key])
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        before = connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * width + 1)
+        yield
+        connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+    else:
+        monkeypatch.setattr(bulk_insert, "POSTGRESQL_MAX_PARAMS", 2 * width + 1)
+        yield
+
+
+def test_inserts_the_new_rows_and_returns_them_with_their_keys_in_order():
+    event("e2").save()
+    rows = [event("e1"), event("e2"), event("e3"), event("e3", "bob@example.com")]
+
+    inserted = PreparedInsert(rows, key=KEY).execute()
+
+    assert inserted == [rows[0], rows[2], rows[3]]
+    assert {row.pk: row.event_id for row in inserted} == dict(
+        Event.objects.filter(pk__in=[row.pk for row in inserted]).values_list("pk", "event_id")
+    )
+    assert Event.objects.count() == 4
+    assert rows[1].pk is None and rows[1]._state.adding
+
+
+def test_a_row_repeated_within_the_batch_is_inserted_once():
+    first, again = event("e1", description="first"), event("e1", description="again")
+
+    inserted = PreparedInsert([first, again], key=KEY).execute()
+
+    assert inserted == [first]
+    assert Event.objects.get().description == "first"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="psycopg encodes JSON as it sends it")
+def test_values_are_converted_when_prepared_not_when_executed():
+    row = event("e1", raw={"sg_event_id": "e1", "nested": {"attempt": 1}}, tags=["receipt"])
+    insert = PreparedInsert([row], key=KEY)
+    row.raw["nested"]["attempt"] = 2  # too late: the JSON was encoded already
+
+    insert.execute()
+
+    stored = Event.objects.get()
+    assert stored.raw == {"sg_event_id": "e1", "nested": {"attempt": 1}}
+    assert stored.tags == ["receipt"] and stored.timestamp == WHEN
+
+
+@pytest.mark.usefixtures("two_rows_per_statement")
+def test_a_batch_over_the_parameter_limit_is_split_into_statements():
+    rows = [event(f"e{n}") for n in range(5)]
+
+    with CaptureQueriesContext(connection) as queries:
+        inserted = PreparedInsert(rows, key=KEY).execute()
+
+    assert len([q for q in queries if q["sql"].startswith("INSERT")]) == 3
+    assert inserted == rows and Event.objects.count() == 5
+
+
+def test_nothing_to_insert_runs_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        assert PreparedInsert([], key=KEY).execute() == []
+    assert not queries

@@ -1,0 +1,99 @@
+"""Insert many rows, skipping duplicates, with the values prepared ahead of the transaction.
+
+``Model.objects.bulk_create()`` converts every field of every row to its
+database form (JSON encoding, date adaptation) while it runs, which is
+inside the caller's transaction, and on SQLite inside the database's write
+lock; with ``ignore_conflicts`` it cannot say which rows a duplicate
+skipped. The webhook recorder needs the opposite on both counts, so
+``PreparedInsert`` converts the values when it is made (on PostgreSQL,
+psycopg still encodes JSON as it sends it: no database-wide lock is held
+there), and ``execute()`` runs ``INSERT … ON CONFLICT DO NOTHING
+RETURNING``: rows that would break a unique constraint are skipped, the
+others come back with their primary key.
+
+SQLite (3.35+) and PostgreSQL only, the two databases the project supports.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
+from django.db.models import Model
+
+M = TypeVar("M", bound=Model)
+
+#: PostgreSQL's limit on bind parameters in one statement.
+POSTGRESQL_MAX_PARAMS = 65535
+
+
+class PreparedInsert(Generic[M]):
+    """The unsaved ``objs`` of one model, converted for ``using``'s database."""
+
+    def __init__(self, objs: Sequence[M], *, key: Sequence[str], using: str = DEFAULT_DB_ALIAS):
+        """Convert the values now; ``key`` names the fields of the unique constraint."""
+        self.objs = list(objs)
+        self.using = using
+        connection = connections[using]
+        if connection.vendor not in ("sqlite", "postgresql"):
+            raise NotSupportedError(
+                f"PreparedInsert supports SQLite and PostgreSQL, not {connection.vendor}"
+            )
+        if not self.objs:
+            return
+        meta = type(self.objs[0])._meta
+        self.table = meta.db_table
+        self.fields = [f for f in meta.concrete_fields if not f.primary_key]
+        self.pk = meta.pk
+        self.key = [meta.get_field(name) for name in key]
+        self.values = [
+            [
+                field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+                for field in self.fields
+            ]
+            for obj in self.objs
+        ]
+
+    def execute(self) -> list[M]:
+        """Insert the rows; return those inserted, with their primary key set, in order."""
+        if not self.objs:
+            return []
+        connection = connections[self.using]
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in self.fields)
+        returning = ", ".join(quote(field.column) for field in (self.pk, *self.key))
+        row = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        by_key: dict[tuple, M] = {}
+        for obj in self.objs:
+            by_key.setdefault(self._key(obj), obj)  # a repeat in the batch conflicts with the first
+        inserted = []
+        size = self._rows_per_statement(connection)
+        with connection.cursor() as cursor:
+            for start in range(0, len(self.values), size):
+                chunk = self.values[start : start + size]
+                cursor.execute(
+                    f"INSERT INTO {quote(self.table)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
+                    f"ON CONFLICT DO NOTHING RETURNING {returning}",
+                    [value for values in chunk for value in values],
+                )
+                for pk, *key in cursor.fetchall():
+                    obj = by_key[tuple(key)]
+                    obj.pk = pk
+                    obj._state.adding, obj._state.db = False, self.using
+                    inserted.append(obj)
+        order = {id(obj): position for position, obj in enumerate(self.objs)}
+        return sorted(inserted, key=lambda obj: order[id(obj)])
+
+    def _key(self, obj: M) -> tuple:
+        # As the database returns it (a CharField key comes back as it went in).
+        return tuple(getattr(obj, field.attname) for field in self.key)
+
+    def _rows_per_statement(self, connection) -> int:
+        if connection.vendor == "sqlite":
+            connection.ensure_connection()
+            limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        else:
+            limit = POSTGRESQL_MAX_PARAMS
+        return max(1, limit // len(self.fields))
