@@ -313,6 +313,22 @@ def test_link_pending_without_recipients_retries_recent_unlinked_events(webhooks
     assert status_of(message) == Recipient.Status.DELIVERED
 
 
+def test_an_event_read_before_the_send_was_recorded_and_written_after_links_on_the_sweep():
+    """The post reads (no message yet), the worker commits the send, then the post writes."""
+    message = make_message(status=Message.Status.SENDING)
+    late = events.prepare([sendgrid_tracking("d1", "delivered", SENDGRID_ID)], "SendGrid")
+    message.recipients.update(esp_message_id=SENDGRID_ID, status=Recipient.Status.SENT)
+    assert events.link_pending(message.recipients.all()) == 0  # delivery's call: nothing yet
+
+    with transaction.atomic():
+        late.write()
+    assert Event.objects.get().message is None
+
+    assert delivery.sweep()["linked"] == 1
+    assert Event.objects.get().message == message
+    assert status_of(message) == Recipient.Status.DELIVERED
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
 def test_looking_for_unlinked_events_reads_only_those_of_the_posted_messages():
     """Mail another system sends through the ESP leaves unlinked events for ever: never scan them."""
