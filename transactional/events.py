@@ -41,10 +41,9 @@ from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from . import esps
+from . import esps, event_queries
 from .bulk_insert import PreparedInsert
 from .models import Event, Recipient, Suppression, normalize_address
 from .status import next_status, statuses_below
@@ -157,7 +156,8 @@ def link_pending(recipients: Iterable[Recipient] | None = None) -> int:
     if not ids or not Event.objects.filter(message__isnull=True, esp_message_id__in=ids).exists():
         return 0
     linker = _Linker.load(ids)
-    linked = [row for row in _unlinked(Q(esp_message_id__in=linker.messages)) if linker.link(row)]
+    unlinked = event_queries.read_events(unlinked_about=linker.messages.keys())
+    linked = [row for row in unlinked if linker.link(row)]
     with transaction.atomic():
         Recording("", [], linker=linker, pending=linked).write()
     if linked:
@@ -287,28 +287,12 @@ def _read_events(esp: str, rows: list[Event]) -> tuple[set[Key], list[Event]]:
     """
     event_ids = {row.event_id for row in rows}
     message_ids = {row.esp_message_id for row in rows} - {""}
-    found = _unlinked(
-        Q(esp_message_id__in=message_ids), recorded=Q(esp=esp, event_id__in=event_ids)
-    )
+    found = event_queries.read_events(unlinked_about=message_ids, esp=esp, event_ids=event_ids)
     recorded = {_key(row) for row in found if row.esp == esp and row.event_id in event_ids}
     unlinked = [
         row for row in found if row.message_id is None and row.esp_message_id in message_ids
     ]
     return recorded, unlinked
-
-
-def _unlinked(about: Q, *, recorded: Q | None = None) -> list[Event]:
-    """Return the unlinked events matching ``about`` (and any event matching ``recorded``)."""
-    wanted = Q(message__isnull=True) & about
-    if recorded is not None:
-        wanted |= recorded
-    found = Event.objects.filter(wanted).order_by()
-    # What linking and status need (event_unlinked_idx covers the lookup).
-    return list(
-        found.only(
-            "pk", "esp", "event_id", "address", "event_type", "esp_message_id", "message", "raw"
-        )
-    )
 
 
 # Linking
@@ -327,11 +311,9 @@ class _Linker:
         """Load the recipients sent with these ESP message ids (and their status now)."""
         linker = cls()
         ids = esp_message_ids - {""}
-        if ids:
-            found = Recipient.objects.filter(esp_message_id__in=ids).order_by()
-            for recipient in found.only("pk", "message_id", "address", "status", "esp_message_id"):
-                linker.messages[recipient.esp_message_id] = recipient.message_id
-                linker.recipients[recipient.esp_message_id, recipient.address].append(recipient)
+        for recipient in event_queries.recipients_sent_as(ids):
+            linker.messages[recipient.esp_message_id] = recipient.message_id
+            linker.recipients[recipient.esp_message_id, recipient.address].append(recipient)
         return linker
 
     def link(self, row: Event) -> bool:
@@ -375,9 +357,7 @@ def _apply_status(rows: list[Event], linker: _Linker) -> None:
     for recipient in changed.values():
         by_status[recipient.status].append(recipient.pk)
     for status, pks in by_status.items():
-        Recipient.objects.filter(pk__in=pks, status__in=statuses_below(status)).update(
-            status=status, updated_at=now
-        )
+        event_queries.raise_status(pks, status, below=statuses_below(status), now=now)
 
 
 def _apply_suppressions(rows: list[Event]) -> None:
