@@ -5,7 +5,9 @@ these tests cover anymail's parsing of each ESP plus our recording.
 """
 
 import logging
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +15,7 @@ import responses
 from anymail.signals import AnymailTrackingEvent
 from django.core import mail
 from django.core.mail import send_mail
-from django.db import connection, transaction
+from django.db import connection, reset_queries, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tests.esp import (
@@ -43,7 +45,7 @@ from tests.tracking import (
     ses_event,
     ses_open,
 )
-from transactional import delivery, events
+from transactional import delivery, event_queries, events, suppression
 from transactional.models import Event, Message, Recipient, Suppression
 
 pytestmark = [
@@ -549,6 +551,19 @@ def batch_of(count: int) -> list[dict]:
     ]
 
 
+@contextmanager
+def queries_of_a_request() -> Iterator[CaptureQueriesContext]:
+    """Capture the queries of a test-client request.
+
+    Django empties the query log as each request starts (``reset_queries``),
+    which leaves a plain CaptureQueriesContext with nothing if the log held more
+    queries before than the request runs.
+    """
+    reset_queries()
+    with CaptureQueriesContext(connection) as queries:
+        yield queries
+
+
 def recorded() -> list[tuple]:
     return sorted(
         Event.objects.values_list(
@@ -584,13 +599,62 @@ def test_a_batch_takes_a_few_queries_whatever_its_size(webhooks):
     counts = []
     for size in (10, 200):
         Event.objects.all().delete()
-        with CaptureQueriesContext(connection) as queries:
+        with queries_of_a_request() as queries:
             webhooks.sendgrid(batch_of(size), path="/batched/sendgrid/tracking/")
         counts.append(len(queries))
 
     assert Event.objects.count() == 200
     # SQLite splits the 200-row inserts by its parameter limit; nothing else grows.
     assert counts[0] <= 15 and counts[1] <= 25
+
+
+def test_a_batch_over_the_queries_list_limits_is_read_and_written_in_parts(webhooks, monkeypatch):
+    """IN lists are split to stay inside SQLite's 32,766 parameters; here, 3 values a list."""
+    monkeypatch.setattr(event_queries, "MAX_IN", 3)
+    monkeypatch.setattr(suppression, "MAX_ADDRESSES_PER_QUERY", 3)
+    kinds = ("processed", "delivered", "open", "click", "bounce")
+    early = AnymailTrackingEvent(
+        event_type="delivered",
+        event_id="early",
+        recipient="user0@example.com",
+        message_id=f"{SENDGRID_ID}-0",
+        esp_event={},
+    )
+    events.record(early, "SendGrid")  # before its message was recorded: unlinked
+    messages = [
+        sent(f"{SENDGRID_ID}-{n}", f"user{n}@example.com", provider="sendgrid") for n in range(20)
+    ]
+    payload = [
+        sendgrid_event(
+            kinds[n % 5],
+            email=f"user{n}@example.com",
+            anymail_id=f"{SENDGRID_ID}-{n}",
+            type="bounce",
+        )
+        for n in range(20)
+    ]
+
+    with queries_of_a_request() as queries:
+        webhooks.sendgrid(payload, path="/batched/sendgrid/tracking/")
+    # Every IN list of ids, addresses and hashes (not the fixed list of statuses).
+    in_lists = [
+        values.count(",") + 1
+        for query in queries
+        for values in re.findall(r" IN \(([^)]*)\)", query["sql"])
+        if "'queued'" not in values
+    ]
+    webhooks.sendgrid(payload, path="/batched/sendgrid/tracking/")  # the ESP retries
+
+    assert in_lists and max(in_lists) <= 3
+    assert Event.objects.count() == 21 and not Event.objects.filter(message=None).exists()
+    expected = ["sent", "delivered", "opened", "clicked", "bounced"]
+    assert [status_of(m, f"user{n}@example.com") for n, m in enumerate(messages)] == [
+        "delivered",  # user0: the early event, linked now
+        *(expected[n % 5] for n in range(1, 20)),
+    ]
+    assert sorted(Suppression.objects.values_list("address", flat=True)) == [
+        f"user{n}@example.com" for n in (14, 19, 4, 9)
+    ]
 
 
 def test_nothing_is_recorded_when_the_batch_fails():
