@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
@@ -68,11 +69,19 @@ class PreparedInsert(Generic[M]):
         by_key: dict[tuple, M] = {}
         for obj in self.objs:
             by_key.setdefault(self._key(obj), obj)  # a repeat in the batch conflicts with the first
+        # In key order: two transactions inserting some of the same rows then
+        # wait for each other in the same order, and do not deadlock.
+        values = [
+            values
+            for _, values in sorted(
+                zip(map(self._key, self.objs), self.values, strict=True), key=itemgetter(0)
+            )
+        ]
         inserted = []
         size = self._rows_per_statement(connection)
         with connection.cursor() as cursor:
-            for start in range(0, len(self.values), size):
-                chunk = self.values[start : start + size]
+            for start in range(0, len(values), size):
+                chunk = values[start : start + size]
                 cursor.execute(
                     f"INSERT INTO {quote(self.table)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
                     f"ON CONFLICT DO NOTHING RETURNING {returning}",

@@ -65,6 +65,29 @@ def recipients_sent_as(esp_message_ids: Collection[str]) -> list[Recipient]:
     ]
 
 
+def lock_recipients(pks: Collection[int]) -> dict[int, str]:
+    """Lock these recipients' rows in primary-key order; return their statuses now.
+
+    Only where the database has row locks (PostgreSQL). Every write to
+    recipients and events takes these locks first and in the same order, so
+    two posts about the same recipients wait for each other instead of
+    deadlocking. SQLite locks the whole database for each write instead:
+    there it returns {} without a query.
+    """
+    if not connection.features.has_select_for_update:
+        return {}
+    statuses = {}
+    with connection.cursor() as cursor:
+        for chunk in _chunks(sorted(pks)):
+            cursor.execute(
+                f"SELECT id, status FROM {_table(Recipient)}"
+                f" WHERE id IN ({_marks(chunk)}) ORDER BY id FOR UPDATE",
+                chunk,
+            )
+            statuses.update(cursor.fetchall())
+    return statuses
+
+
 def raise_status(pks: Collection[int], status: str, below: Collection[str], now: datetime) -> int:
     """Set ``status`` on the recipients ``pks`` whose status is one of ``below``; return how many."""
     updated_at = Recipient._meta.get_field("updated_at").get_db_prep_save(now, connection)

@@ -116,6 +116,7 @@ class Recording:
 
         Call it inside a transaction, so that everything commits together.
         """
+        self.linker.lock()
         if self.pending:
             Event.objects.bulk_update(self.pending, ["message", "recipient"])
         # An event a concurrent request recorded meanwhile is skipped.
@@ -316,6 +317,13 @@ class _Linker:
             linker.recipients[recipient.esp_message_id, recipient.address].append(recipient)
         return linker
 
+    def lock(self) -> None:
+        """Lock the recipients for the transaction (PostgreSQL) and refresh their status."""
+        recipients = [r for found in self.recipients.values() for r in found]
+        current = event_queries.lock_recipients([recipient.pk for recipient in recipients])
+        for recipient in recipients:
+            recipient.status = current.get(recipient.pk, recipient.status)
+
     def link(self, row: Event) -> bool:
         """Point ``row`` at its message and, if it is surely theirs, its recipient."""
         message_id = self.messages.get(row.esp_message_id)
@@ -341,8 +349,9 @@ class _Linker:
 def _apply_status(rows: list[Event], linker: _Linker) -> None:
     """Raise each linked recipient's status by the events' precedence.
 
-    The statuses were read before the transaction: each UPDATE only moves a
-    recipient up, so a concurrent request that raised it higher meanwhile wins.
+    On SQLite the statuses were read before the transaction: each UPDATE
+    only moves a recipient up, so a request that raised it higher meanwhile
+    wins. (On PostgreSQL ``_Linker.lock()`` read them again, under lock.)
     """
     now = timezone.now()
     changed: dict[int, Recipient] = {}

@@ -40,7 +40,8 @@ def suppress_many(rows: Iterable[Suppression]) -> list[Suppression]:
         row.address_hash = row.address_hash or address_hash(row.address)
         fresh.setdefault(row.address, row)
     listed = suppressed_among(fresh)
-    added = [row for address, row in fresh.items() if address not in listed]
+    # In address order, so that concurrent inserts of the same addresses cannot deadlock.
+    added = [row for address, row in sorted(fresh.items()) if address not in listed]
     # ignore_conflicts: a concurrent request may have listed one meanwhile.
     Suppression.objects.bulk_create(added, ignore_conflicts=True)
     if added:
