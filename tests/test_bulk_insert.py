@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from transactional import bulk_insert
+from transactional import db_limits
 from transactional.bulk_insert import PreparedInsert
 from transactional.models import Event
 
@@ -39,17 +39,17 @@ def two_rows_per_statement(monkeypatch) -> Iterator[None]:
         yield
         connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
     else:
-        monkeypatch.setattr(bulk_insert, "POSTGRESQL_MAX_PARAMS", 2 * width + 1)
+        monkeypatch.setattr(db_limits, "POSTGRESQL_MAX_PARAMS", 2 * width + 1)
         yield
 
 
 def test_inserts_the_new_rows_and_returns_them_with_their_keys_in_order():
     event("e2").save()
-    rows = [event("e1"), event("e2"), event("e3"), event("e3", "bob@example.com")]
+    rows = [event("e3", "bob@example.com"), event("e2"), event("e1"), event("e3")]
 
     inserted = PreparedInsert(rows, key=KEY).execute()
 
-    assert inserted == [rows[0], rows[2], rows[3]]
+    assert inserted == [rows[0], rows[2], rows[3]]  # in the given order, not the insert's
     assert {row.pk: row.event_id for row in inserted} == dict(
         Event.objects.filter(pk__in=[row.pk for row in inserted]).values_list("pk", "event_id")
     )
@@ -88,6 +88,21 @@ def test_a_batch_over_the_parameter_limit_is_split_into_statements():
 
     assert len([q for q in queries if q["sql"].startswith("INSERT")]) == 3
     assert inserted == rows and Event.objects.count() == 5
+
+
+def test_rows_are_inserted_in_key_order():
+    """Concurrent inserts of overlapping rows then wait in one order instead of deadlocking."""
+    rows = [event("e3"), event("e1", "bob@example.com"), event("e2"), event("e1")]
+
+    PreparedInsert(rows, key=KEY).execute()
+
+    by_id = Event.objects.order_by("pk").values_list("event_id", "address")
+    assert list(by_id) == sorted((row.event_id, row.address) for row in rows)
+
+
+def test_keys_must_be_text():
+    with pytest.raises(ValueError, match="text fields only"):
+        PreparedInsert([event("e1")], key=("esp", "timestamp"))
 
 
 def test_nothing_to_insert_runs_no_query():

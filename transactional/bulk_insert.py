@@ -11,12 +11,12 @@ there), and ``execute()`` runs ``INSERT … ON CONFLICT DO NOTHING
 RETURNING``: rows that would break a unique constraint are skipped, the
 others come back with their primary key.
 
-SQLite (3.35+) and PostgreSQL only, the two databases the project supports.
+SQLite (3.35+, which checks.py requires) and PostgreSQL only, the two
+databases the project supports.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Generic, TypeVar
@@ -24,10 +24,12 @@ from typing import Generic, TypeVar
 from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
 from django.db.models import Model
 
+from . import db_limits
+
 M = TypeVar("M", bound=Model)
 
-#: PostgreSQL's limit on bind parameters in one statement.
-POSTGRESQL_MAX_PARAMS = 65535
+#: Fields a key may consist of: the database returns them as they went in.
+TEXT_FIELDS = ("CharField", "TextField")
 
 
 class PreparedInsert(Generic[M]):
@@ -49,6 +51,8 @@ class PreparedInsert(Generic[M]):
         self.fields = [f for f in meta.concrete_fields if not f.primary_key]
         self.pk = meta.pk
         self.key = [meta.get_field(name) for name in key]
+        if any(field.get_internal_type() not in TEXT_FIELDS for field in self.key):
+            raise ValueError(f"PreparedInsert keys on text fields only, not {list(key)}")
         self.values = [
             [
                 field.get_db_prep_save(field.pre_save(obj, add=True), connection)
@@ -65,44 +69,34 @@ class PreparedInsert(Generic[M]):
         quote = connection.ops.quote_name
         columns = ", ".join(quote(field.column) for field in self.fields)
         returning = ", ".join(quote(field.column) for field in (self.pk, *self.key))
-        row = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        placeholders = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
         by_key: dict[tuple, M] = {}
         for obj in self.objs:
             by_key.setdefault(self._key(obj), obj)  # a repeat in the batch conflicts with the first
-        # In key order: two transactions inserting some of the same rows then
-        # wait for each other in the same order, and do not deadlock.
-        values = [
-            values
-            for _, values in sorted(
-                zip(map(self._key, self.objs), self.values, strict=True), key=itemgetter(0)
-            )
+        # In key order: two transactions inserting some of the same rows wait
+        # for each other in the same order instead of deadlocking.
+        ordered = [
+            row for _, row in sorted(zip(map(self._key, self.objs), self.values), key=itemgetter(0))
         ]
+        size = max(1, db_limits.max_params(connection) // len(self.fields))
         inserted = []
-        size = self._rows_per_statement(connection)
         with connection.cursor() as cursor:
-            for start in range(0, len(values), size):
-                chunk = values[start : start + size]
+            for start in range(0, len(ordered), size):
+                rows = ordered[start : start + size]
                 cursor.execute(
-                    f"INSERT INTO {quote(self.table)} ({columns}) VALUES {', '.join([row] * len(chunk))} "
-                    f"ON CONFLICT DO NOTHING RETURNING {returning}",
-                    [value for values in chunk for value in values],
+                    f"INSERT INTO {quote(self.table)} ({columns})"
+                    f" VALUES {', '.join([placeholders] * len(rows))}"
+                    f" ON CONFLICT DO NOTHING RETURNING {returning}",
+                    [value for row in rows for value in row],
                 )
                 for pk, *key in cursor.fetchall():
                     obj = by_key[tuple(key)]
                     obj.pk = pk
                     obj._state.adding, obj._state.db = False, self.using
                     inserted.append(obj)
-        order = {id(obj): position for position, obj in enumerate(self.objs)}
-        return sorted(inserted, key=lambda obj: order[id(obj)])
+        position = {id(obj): n for n, obj in enumerate(self.objs)}
+        return sorted(inserted, key=lambda obj: position[id(obj)])
 
-    def _key(self, obj: M) -> tuple:
-        # As the database returns it (a CharField key comes back as it went in).
+    def _key(self, obj: M) -> tuple[str, ...]:
+        # Text, so the database returns it as it went in.
         return tuple(getattr(obj, field.attname) for field in self.key)
-
-    def _rows_per_statement(self, connection) -> int:
-        if connection.vendor == "sqlite":
-            connection.ensure_connection()
-            limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        else:
-            limit = POSTGRESQL_MAX_PARAMS
-        return max(1, limit // len(self.fields))

@@ -1,6 +1,6 @@
 """Recording ESP tracking events: once each, linked to our messages, acted on.
 
-``record_many()`` is the one write path. It
+Recording events (``record_many()``, or ``prepare()`` then ``write()``)
 
 1. skips events already recorded (ESPs retry; Mailgun replays verify),
 2. links the rest to the Message and Recipient they are about, by the
@@ -16,12 +16,17 @@ mail. Status does wait: it belongs to a recipient, so it is applied when the
 event is linked, on arrival or later by ``link_pending()``.
 
 It works in two steps. ``prepare()`` does the reads and builds the rows,
-writing nothing; ``Recording.write()`` writes them in one transaction. The
-write step holds SQLite's database-wide write lock (PostgreSQL's row locks),
-so everything that can happen before it does. Its writes stay correct
+writing nothing; ``Recording.write()`` writes them, inside the caller's
+transaction. On SQLite that transaction holds the database-wide write lock,
+so everything that can happen before it does. The writes stay correct
 against a concurrent request that read the same state: the insert skips an
 event the other one recorded first (the unique constraint settles it), and
-a status only moves up (the UPDATE checks the current one).
+a status only moves up (the UPDATE checks the current one). On PostgreSQL
+``write()`` first locks the recipients in primary-key order, so concurrent
+posts about the same recipients wait for each other instead of deadlocking.
+A message deleted between the two steps (``outbox purge``) fails the
+write's foreign key; the webhook views then record the post once more, with
+the reads inside the transaction.
 
 Webhook views send one anymail ``tracking`` signal per event. Inside
 ``batch()`` the receiver collects them and records them all as the block
@@ -157,10 +162,12 @@ def link_pending(recipients: Iterable[Recipient] | None = None) -> int:
     if not ids or not Event.objects.filter(message__isnull=True, esp_message_id__in=ids).exists():
         return 0
     linker = _Linker.load(ids)
-    unlinked = event_queries.read_events(unlinked_about=linker.messages.keys())
+    unlinked = event_queries.unlinked_events(linker.messages.keys())
     linked = [row for row in unlinked if linker.link(row)]
     with transaction.atomic():
-        Recording("", [], linker=linker, pending=linked).write()
+        linker.lock()
+        Event.objects.bulk_update(linked, ["message", "recipient"])
+        _apply_status(linked, linker)
     if linked:
         logger.info(
             "Linked %d event(s) that arrived before their message was recorded", len(linked)
@@ -201,7 +208,8 @@ def batch(prepared: Recording | None = None) -> Iterator[None]:
     for esp_name, group in groupby(collected, key=itemgetter(1)):
         received = [event for event, _ in group]
         if prepared is not None and prepared.is_for(received, esp_name):
-            prepared.write()
+            with transaction.atomic(savepoint=False):
+                prepared.write()
         else:
             record_many(received, esp_name)
 
@@ -288,7 +296,7 @@ def _read_events(esp: str, rows: list[Event]) -> tuple[set[Key], list[Event]]:
     """
     event_ids = {row.event_id for row in rows}
     message_ids = {row.esp_message_id for row in rows} - {""}
-    found = event_queries.read_events(unlinked_about=message_ids, esp=esp, event_ids=event_ids)
+    found = event_queries.recorded_or_unlinked_events(esp, event_ids, message_ids)
     recorded = {_key(row) for row in found if row.esp == esp and row.event_id in event_ids}
     unlinked = [
         row for row in found if row.message_id is None and row.esp_message_id in message_ids

@@ -5,13 +5,10 @@ from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 
+from . import db_limits
 from .models import Suppression, address_hash, normalize_address
 
 logger = logging.getLogger(__name__)
-
-#: Addresses looked up per query (each by address and by hash), well inside
-#: SQLite's 32,766 parameters: a SendGrid batch may bounce thousands at once.
-MAX_ADDRESSES_PER_QUERY = 10_000
 
 
 def suppressed_among(addresses: Iterable[str]) -> set[str]:
@@ -21,13 +18,10 @@ def suppressed_among(addresses: Iterable[str]) -> set[str]:
         return set()
     # A forgotten address is stored as a placeholder; only its hash still matches.
     by_hash = {address_hash(address): address for address in wanted}
-    ordered = sorted(wanted)
     rows = [
         row
-        for start in range(0, len(ordered), MAX_ADDRESSES_PER_QUERY)
-        for row in Suppression.objects.for_addresses(
-            ordered[start : start + MAX_ADDRESSES_PER_QUERY]
-        ).values_list("address", "address_hash")
+        for chunk in db_limits.chunks(sorted(wanted))
+        for row in Suppression.objects.for_addresses(chunk).values_list("address", "address_hash")
     ]
     return {address if address in wanted else by_hash[digest] for address, digest in rows}
 

@@ -35,7 +35,7 @@ from django.core.exceptions import (
     RequestDataTooBig,
     SuspiciousOperation,
 )
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
@@ -122,14 +122,24 @@ class HardenedTrackingMixin:
             logger.warning("Rejected a %s webhook (400): %s", self.esp_name, err)
             return _text(f"Bad webhook request: {err}", status=400)
         if self.parsed_events:
-            # The recorder's reads happen first, outside the transaction; as
-            # the events.batch() block ends it writes the whole post in bulk,
-            # still inside the transaction.
-            recording = events.prepare(self.parsed_events, self.esp_name)
-            with transaction.atomic(), events.batch(recording):
-                for event in self.parsed_events:
-                    self.signal.send(sender=type(self), event=event, esp_name=self.esp_name)
+            try:
+                self.dispatch_events(events.prepare(self.parsed_events, self.esp_name))
+            except IntegrityError:
+                # A message deleted between the recorder's reads and its
+                # writes (outbox purge): once more, reading inside.
+                self.dispatch_events(None)
         return response
+
+    def dispatch_events(self, recording: events.Recording | None) -> None:
+        """Send the tracking signal for every parsed event, in one transaction.
+
+        Our recorder writes the whole post in bulk as the events.batch()
+        block ends, still inside the transaction, from the ``recording``
+        made before it opened (without one, it reads inside).
+        """
+        with transaction.atomic(), events.batch(recording):
+            for event in self.parsed_events:
+                self.signal.send(sender=type(self), event=event, esp_name=self.esp_name)
 
     def run_validators(self, request: HttpRequest) -> None:
         """Run anymail's checks (400 if they trip over the payload), then ours."""
