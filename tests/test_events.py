@@ -552,12 +552,12 @@ def batch_of(count: int) -> list[dict]:
 
 
 @contextmanager
-def queries_of_a_request() -> Iterator[CaptureQueriesContext]:
-    """Capture the queries of a test-client request.
+def captured_queries() -> Iterator[CaptureQueriesContext]:
+    """CaptureQueriesContext, starting from an empty query log.
 
-    Django empties the query log as each request starts (``reset_queries``),
-    which leaves a plain CaptureQueriesContext with nothing if the log held more
-    queries before than the request runs.
+    The log is a deque capped at 9,000 queries; once earlier tests have
+    filled it, its length stops growing and a plain CaptureQueriesContext
+    captures nothing.
     """
     reset_queries()
     with CaptureQueriesContext(connection) as queries:
@@ -599,7 +599,7 @@ def test_a_batch_takes_a_few_queries_whatever_its_size(webhooks):
     counts = []
     for size in (10, 200):
         Event.objects.all().delete()
-        with queries_of_a_request() as queries:
+        with captured_queries() as queries:
             webhooks.sendgrid(batch_of(size), path="/batched/sendgrid/tracking/")
         counts.append(len(queries))
 
@@ -638,7 +638,7 @@ def test_a_batch_over_the_queries_list_limits_is_read_and_written_in_parts(webho
         for n in range(10)
     ]
 
-    with queries_of_a_request() as queries:
+    with captured_queries() as queries:
         webhooks.sendgrid(payload, path="/batched/sendgrid/tracking/")
     # Every IN list of ids, addresses and hashes (not the fixed list of statuses).
     in_lists = [
@@ -647,7 +647,7 @@ def test_a_batch_over_the_queries_list_limits_is_read_and_written_in_parts(webho
         for values in re.findall(r" IN \(([^)]*)\)", query["sql"])
         if "'queued'" not in values
     ]
-    with queries_of_a_request() as retry:
+    with captured_queries() as retry:
         webhooks.sendgrid(payload, path="/batched/sendgrid/tracking/")  # the ESP retries
     retry_inserts = [q for q in retry if q["sql"].startswith("INSERT")]
 

@@ -6,9 +6,11 @@ import logging
 import pytest
 from anymail.signals import EventType, tracking
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, reset_queries
+from django.test.utils import CaptureQueriesContext
 
-from transactional.models import Event
+from tests.factories import make_message
+from transactional.models import Event, Message
 from transactional.testing.webhooks import (  # noqa: F401  (fixtures)
     basic_auth,
     kinds,
@@ -64,13 +66,24 @@ def test_each_stored_event_is_dispatched(client, webhooks, tracking_events, kind
 
     assert response.status_code == 200
     [(esp_name, event)] = tracking_events
-    assert (esp_name, event.event_type, event.recipient) == ("SendGrid", event_type, "ann@example.org")
+    assert (esp_name, event.event_type, event.recipient) == (
+        "SendGrid",
+        event_type,
+        "ann@example.org",
+    )
     assert event.message_id == "5f0b3d2e-8c1a-4e6f-9b7d-2a4c6e8f0b1d"
 
 
 def test_every_stored_kind_is_covered():
     assert set(kinds("sendgrid")) >= {
-        "delivered", "hard_bounce", "soft_bounce", "complaint", "open", "click", "unsubscribe", "batch",
+        "delivered",
+        "hard_bounce",
+        "soft_bounce",
+        "complaint",
+        "open",
+        "click",
+        "unsubscribe",
+        "batch",
     }
 
 
@@ -83,12 +96,18 @@ def test_a_batch_dispatches_every_event_and_records_them(client, webhooks, track
 
 
 def test_templates_target_a_stored_message(client, webhooks, tracking_events):
-    event = sendgrid_event("delivered", message_id="0f1e2d3c", recipient="bob@example.org", event_id="evt-1")
+    event = sendgrid_event(
+        "delivered", message_id="0f1e2d3c", recipient="bob@example.org", event_id="evt-1"
+    )
 
     post_webhook(client, "sendgrid", event)
 
     [(_, parsed)] = tracking_events
-    assert (parsed.message_id, parsed.recipient, parsed.event_id) == ("0f1e2d3c", "bob@example.org", "evt-1")
+    assert (parsed.message_id, parsed.recipient, parsed.event_id) == (
+        "0f1e2d3c",
+        "bob@example.org",
+        "evt-1",
+    )
 
 
 def test_an_empty_batch_is_accepted(client, webhooks, tracking_events):
@@ -102,12 +121,17 @@ def test_an_empty_batch_is_accepted(client, webhooks, tracking_events):
 
 @pytest.mark.parametrize("auth", [None, "anymail:wrong-password"])
 def test_missing_or_wrong_basic_auth_is_refused(client, webhooks, tracking_events, auth):
-    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), auth=auth).status_code == 400
+    assert (
+        post_webhook(client, "sendgrid", sendgrid_event("delivered"), auth=auth).status_code == 400
+    )
     assert_nothing_recorded(tracking_events)
 
 
 def test_both_credentials_work_during_a_rotation(client, webhooks, settings, tracking_events):
-    settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": ["anymail:old-password", "anymail:new-password"]}
+    settings.ANYMAIL = {
+        **settings.ANYMAIL,
+        "WEBHOOK_SECRET": ["anymail:old-password", "anymail:new-password"],
+    }
 
     old = post_webhook(client, "sendgrid", sendgrid_event("delivered"), auth="anymail:old-password")
     new = post_webhook(client, "sendgrid", sendgrid_event("open"), auth="anymail:new-password")
@@ -116,7 +140,9 @@ def test_both_credentials_work_during_a_rotation(client, webhooks, settings, tra
     assert len(tracking_events) == 2
 
 
-def test_production_without_webhook_secret_refuses_every_post(client, webhooks, settings, tracking_events):
+def test_production_without_webhook_secret_refuses_every_post(
+    client, webhooks, settings, tracking_events
+):
     settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": ""}
 
     assert post_webhook(client, "sendgrid", sendgrid_event("delivered")).status_code == 503
@@ -124,14 +150,21 @@ def test_production_without_webhook_secret_refuses_every_post(client, webhooks, 
 
 
 def test_missing_signature_is_refused(client, webhooks, tracking_events):
-    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 400
+    assert (
+        post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 400
+    )
     assert_nothing_recorded(tracking_events)
 
 
 def test_signature_by_another_key_is_refused(client, webhooks, tracking_events):
     other = sendgrid_keypair().private_key
 
-    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sendgrid_key=other).status_code == 400
+    assert (
+        post_webhook(
+            client, "sendgrid", sendgrid_event("delivered"), sendgrid_key=other
+        ).status_code
+        == 400
+    )
     assert_nothing_recorded(tracking_events)
 
 
@@ -139,7 +172,9 @@ def test_tampered_body_is_refused(client, webhooks, tracking_events):
     body = json.dumps([sendgrid_event("delivered")]).encode()
     headers = sendgrid_signed(body) | {"Authorization": basic_auth(webhooks.secret)}
 
-    response = client.post(URL, data=body.replace(b"ann@", b"eve@"), content_type="application/json", headers=headers)
+    response = client.post(
+        URL, data=body.replace(b"ann@", b"eve@"), content_type="application/json", headers=headers
+    )
 
     assert response.status_code == 400
     assert_nothing_recorded(tracking_events)
@@ -154,17 +189,26 @@ def test_garbled_signature_header_is_refused(client, webhooks, tracking_events):
     assert_nothing_recorded(tracking_events)
 
 
-def test_without_verification_key_basic_auth_alone_is_checked(client, webhooks, settings, tracking_events):
+def test_without_verification_key_basic_auth_alone_is_checked(
+    client, webhooks, settings, tracking_events
+):
     anymail = dict(settings.ANYMAIL)
     del anymail["SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"]
     settings.ANYMAIL = anymail
 
-    assert post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 200
+    assert (
+        post_webhook(client, "sendgrid", sendgrid_event("delivered"), sign=False).status_code == 200
+    )
     assert len(tracking_events) == 1
 
 
-def test_invalid_verification_key_refuses_with_503_naming_it(client, webhooks, settings, tracking_events, caplog):
-    settings.ANYMAIL = {**settings.ANYMAIL, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": "MFkwEwYHKoZIzj0CAQYI"}
+def test_invalid_verification_key_refuses_with_503_naming_it(
+    client, webhooks, settings, tracking_events, caplog
+):
+    settings.ANYMAIL = {
+        **settings.ANYMAIL,
+        "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": "MFkwEwYHKoZIzj0CAQYI",
+    }
 
     with caplog.at_level(logging.ERROR, logger="transactional.webhooks"):
         response = post_webhook(client, "sendgrid", sendgrid_event("delivered"))
@@ -189,7 +233,9 @@ MALFORMED_BODIES = {
     "event not a string": json.dumps([{"event": ["delivered"], "email": "ann@example.org"}]),
     "timestamp not a number": json.dumps([{"event": "delivered", "timestamp": "yesterday"}]),
     "timestamp out of range": json.dumps([{"event": "delivered", "timestamp": 10**20}]),
-    "timestamp out of the C library's range": json.dumps([{"event": "delivered", "timestamp": 2**62}]),
+    "timestamp out of the C library's range": json.dumps(
+        [{"event": "delivered", "timestamp": 2**62}]
+    ),
     "dropped reason not a string": json.dumps([{"event": "dropped", "reason": 550}]),
     "email not a string": json.dumps([{"event": "delivered", "email": ["ann@example.org"]}]),
     "event id too long": json.dumps([{"event": "delivered", "sg_event_id": "x" * 300}]),
@@ -205,11 +251,15 @@ def test_malformed_bodies_are_a_400_and_record_nothing(client, webhooks, trackin
 def test_form_encoded_body_is_a_400(client, webhooks, tracking_events):
     body = "event=delivered&email=ann%40example.org"
 
-    assert post_body(client, body, content_type="application/x-www-form-urlencoded").status_code == 400
+    assert (
+        post_body(client, body, content_type="application/x-www-form-urlencoded").status_code == 400
+    )
     assert_nothing_recorded(tracking_events)
 
 
-def test_malformed_events_are_skipped_and_the_rest_recorded(client, webhooks, tracking_events, caplog):
+def test_malformed_events_are_skipped_and_the_rest_recorded(
+    client, webhooks, tracking_events, caplog
+):
     good = [sendgrid_event("delivered"), sendgrid_event("open")]
     batch = [good[0], {"email": "no-event@example.org"}, "garbage", good[1]]
 
@@ -218,13 +268,19 @@ def test_malformed_events_are_skipped_and_the_rest_recorded(client, webhooks, tr
 
     assert response.status_code == 200
     assert [event.event_id for _, event in tracking_events] == [e["sg_event_id"] for e in good]
-    assert "Skipped 2 malformed event(s) of 4 in a SendGrid batch (#1: TypeError, #2: TypeError)" in caplog.text
+    assert (
+        "Skipped 2 malformed event(s) of 4 in a SendGrid batch (#1: TypeError, #2: TypeError)"
+        in caplog.text
+    )
 
 
 def test_oversized_body_is_a_413(client, webhooks, settings, tracking_events):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000
 
-    assert post_webhook(client, "sendgrid", [sendgrid_event("open") for _ in range(20)]).status_code == 413
+    assert (
+        post_webhook(client, "sendgrid", [sendgrid_event("open") for _ in range(20)]).status_code
+        == 413
+    )
     assert_nothing_recorded(tracking_events)
 
 
@@ -248,7 +304,9 @@ def failing_receiver():
     tracking.disconnect(dispatch_uid="test-failing-receiver")
 
 
-def test_a_database_error_is_a_5xx_and_rolls_back_the_whole_post(client, webhooks, failing_receiver):
+def test_a_database_error_is_a_5xx_and_rolls_back_the_whole_post(
+    client, webhooks, failing_receiver
+):
     client.raise_request_exception = False
 
     response = post_webhook(client, "sendgrid", sendgrid_batch())
@@ -278,3 +336,54 @@ def test_receivers_run_inside_a_transaction_committed_before_the_response(client
     assert not connection.in_atomic_block
     assert Group.objects.count() == 5
     assert Event.objects.filter(esp="sendgrid").count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_deleted_while_its_event_is_recorded_is_read_again(client, webhooks):
+    """outbox purge may delete a message after the recorder read it, before it wrote."""
+    message = make_message(status="sent", to=["ann@example.com"], recipient_status="sent")
+    message.recipients.update(esp_message_id="sg-about-to-go")
+    calls = []
+
+    def purge_once(sender, event, esp_name, **kwargs):  # runs after the recorder's reads
+        calls.append(event)
+        if len(calls) == 1:
+            Message.objects.filter(pk=message.pk).delete()
+
+    tracking.connect(purge_once, weak=False, dispatch_uid="test-purge-once")
+    try:
+        response = post_webhook(
+            client,
+            "sendgrid",
+            [sendgrid_event("delivered", message_id="sg-about-to-go", recipient="ann@example.com")],
+        )
+    finally:
+        tracking.disconnect(dispatch_uid="test-purge-once")
+
+    # The first attempt's insert broke the foreign key and was rolled back, purge included.
+    assert response.status_code == 200
+    assert len(calls) == 2
+    event = Event.objects.get()
+    assert event.message_id == message.pk and event.recipient.status == "delivered"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write lock: BEGIN IMMEDIATE")
+def test_the_recorder_reads_before_the_post_takes_the_write_lock(client, webhooks):
+    message = make_message(status="sent", to=["ann@example.com"], recipient_status="sent")
+    message.recipients.update(esp_message_id="sg-1")
+    batch = [
+        sendgrid_event(kind, message_id="sg-1", recipient="ann@example.com")
+        for kind in kinds("sendgrid")
+        if kind != "batch"
+    ]
+
+    reset_queries()
+    with CaptureQueriesContext(connection) as queries:
+        assert post_webhook(client, "sendgrid", batch).status_code == 200
+    statements = [query["sql"].split()[0] for query in queries]
+
+    begin = statements.index("BEGIN")
+    assert statements[:begin].count("SELECT") == 2  # recorded or unlinked events; recipients
+    assert "SELECT" not in statements[begin : statements.index("INSERT")]
+    assert Event.objects.filter(recipient__message=message).count() == len(batch)
