@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from django.core import checks
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -109,3 +110,17 @@ def test_nothing_to_insert_runs_no_query():
     with CaptureQueriesContext(connection) as queries:
         assert PreparedInsert([], key=KEY).execute() == []
     assert not queries
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="checks the SQLite library")
+def test_a_sqlite_too_old_for_insert_returning_fails_the_system_check(monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+
+    errors = [e for e in checks.run_checks() if e.id == "transactional.E003"]
+
+    assert len(errors) == 1 and "SQLite 3.31.1 is too old" in errors[0].msg
+
+
+def test_a_current_sqlite_passes_the_system_check():
+    assert not [e for e in checks.run_checks() if e.id == "transactional.E003"]

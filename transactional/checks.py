@@ -1,5 +1,7 @@
 """System checks (``manage.py check``) for the outbox configuration."""
 
+import sqlite3
+
 from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.core import checks
@@ -50,6 +52,28 @@ def check_lease(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+#: INSERT … RETURNING, which the webhook recorder uses (bulk_insert.py).
+SQLITE_MINIMUM = (3, 35)
+
+
+@checks.register(checks.Tags.compatibility)
+def check_sqlite_version(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """The SQLite library Python uses must run the recorder's SQL."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        return []
+    if sqlite3.sqlite_version_info >= SQLITE_MINIMUM:
+        return []
+    return [
+        checks.Error(
+            f"SQLite {sqlite3.sqlite_version} is too old: the webhook recorder needs "
+            f"{'.'.join(map(str, SQLITE_MINIMUM))} or newer (INSERT … RETURNING).",
+            hint="Use a Python built with a newer SQLite (Python 3.11 from python.org or "
+            "Debian 12 has 3.40), or PostgreSQL.",
+            id="transactional.E003",
+        )
+    ]
 
 
 # DEPLOYMENT: MAIL THAT CAN REACH AN INBOX
