@@ -45,7 +45,7 @@ from tests.tracking import (
     ses_event,
     ses_open,
 )
-from transactional import db_limits, delivery, events
+from transactional import db_limits, delivery, events, suppression
 from transactional.models import Event, Message, Recipient, Suppression
 
 pytestmark = [
@@ -485,6 +485,21 @@ def test_an_ses_transient_bounce_is_soft_and_a_permanent_one_hard(webhooks):
     assert list(Suppression.objects.values_list("address", "reason", "source")) == [
         (BOB, "bounced", "amazon_ses")
     ]
+
+
+def test_an_internationalized_domain_reported_in_punycode_matches_the_address_we_sent_to(
+    webhooks,
+):
+    """SES reports ann@xn--bcher-kva.example for mail sent to ann@bücher.example."""
+    message = sent(SES_ID, "ann@bücher.example", provider="amazon_ses")
+    punycode = "ann@xn--bcher-kva.example"
+
+    webhooks.ses(
+        ses_bounce("Permanent", "General", [punycode], message_id=SES_ID, destination=[punycode])
+    )
+
+    assert status_of(message, "ann@bücher.example") == Recipient.Status.BOUNCED
+    assert suppression.suppressed_among(["ANN@bücher.example", punycode]) == {"ann@bücher.example"}
 
 
 @pytest.mark.parametrize(

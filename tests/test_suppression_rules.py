@@ -3,6 +3,7 @@
 import pytest
 
 from transactional.esps import attributable, suppression_reason
+from transactional.models import normalize_address
 
 
 @pytest.mark.parametrize(
@@ -186,3 +187,19 @@ def test_a_payload_that_is_not_a_mapping_suppresses_only_by_event_type():
 )
 def test_attribution(esp, event_type, raw, expected):
     assert attributable(esp, event_type, raw) is expected
+
+
+@pytest.mark.parametrize(
+    ("address", "normalized"),
+    [
+        ("  Ann@Example.COM ", "ann@example.com"),
+        ("ann@XN--BCHER-KVA.example", "ann@bücher.example"),  # how SES reports an IDN
+        ("ann@bücher.example", "ann@bücher.example"),
+        ("ann@mail.xn--strae-oqa.de", "ann@mail.straße.de"),
+        ("ann@xn--zz.example", "ann@xn--zz.example"),  # not punycode: left as it is
+        ("ann@xn--" + "a" * 40 + ".example", "ann@xn--" + "a" * 40 + ".example"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_addresses_are_compared_trimmed_lower_case_with_unicode_domains(address, normalized):
+    assert normalize_address(address) == normalized

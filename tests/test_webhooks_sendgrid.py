@@ -1,10 +1,13 @@
 """SendGrid tracking webhook (transactional/webhooks/sendgrid.py): signature, batches, transaction."""
 
+import base64
 import json
 import logging
 
 import pytest
 from anymail.signals import EventType, tracking
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, connection, reset_queries
 from django.test.utils import CaptureQueriesContext
@@ -218,6 +221,25 @@ def test_invalid_verification_key_refuses_with_503_naming_it(
     assert_nothing_recorded(tracking_events)
 
 
+def test_a_verification_key_that_is_not_elliptic_curve_refuses_with_503(
+    client, webhooks, settings, tracking_events, caplog
+):
+    """anymail loads any public key, then fails to verify every post with it."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = rsa_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    settings.ANYMAIL = {
+        **settings.ANYMAIL,
+        "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": base64.b64encode(der).decode(),
+    }
+
+    with caplog.at_level(logging.ERROR, logger="transactional.webhooks"):
+        response = post_webhook(client, "sendgrid", sendgrid_event("delivered"))
+
+    assert response.status_code == 503
+    assert "not an elliptic-curve public key" in caplog.text
+    assert_nothing_recorded(tracking_events)
+
+
 # Malformed input: 4xx, nothing recorded; batches judged event by event
 # ------------------------------------------------------------------------------
 
@@ -272,6 +294,25 @@ def test_malformed_events_are_skipped_and_the_rest_recorded(
         "Skipped 2 malformed event(s) of 4 in a SendGrid batch (#1: TypeError, #2: TypeError)"
         in caplog.text
     )
+
+
+def test_events_the_database_could_not_store_are_skipped_not_the_batch(client, webhooks):
+    """One bad event must not fail the post: SendGrid would retry the whole batch for a day."""
+    events = [
+        sendgrid_event("open", extra={"useragent": "Mozilla SURROGATE"}),
+        sendgrid_event("delivered", recipient="İ" * 300 + "@example.org"),  # 600 once lower-cased
+        sendgrid_event("delivered", extra={"unique_arg": "NESTED"}),
+        sendgrid_event("hard_bounce", recipient="ann@example.org"),
+    ]
+    body = (
+        json.dumps(events)
+        .replace("SURROGATE", "\\ud800")  # a lone UTF-16 surrogate, as JSON escapes it
+        .replace('"NESTED"', "[" * 200 + "]" * 200)
+    )
+
+    assert post_body(client, body).status_code == 200
+
+    assert list(Event.objects.values_list("address", flat=True)) == ["ann@example.org"]
 
 
 def test_oversized_body_is_a_413(client, webhooks, settings, tracking_events):

@@ -12,7 +12,7 @@ from anymail.exceptions import AnymailInsecureWebhookWarning
 from anymail.signals import EventType
 from moto import mock_aws
 
-from transactional.models import Event
+from transactional.models import Event, Suppression
 from transactional.testing.webhooks import (  # noqa: F401  (fixtures)
     SNS_CERT_URL,
     SNS_TOPIC_ARN,
@@ -417,6 +417,11 @@ MALFORMED_MESSAGES = {
     "destination not addresses": json.dumps(ses_event("open") | {"mail": {"destination": [{"a": 1}]}}),
     "mail not an object": json.dumps({"eventType": "Open", "mail": "x"}),
     "headers malformed": json.dumps({"eventType": "Send", "mail": {"headers": [{"value": "x"}]}}),
+    "destination a string": json.dumps(ses_event("open") | {"mail": {"destination": "ann@example.org"}}),
+    "nested too deep": json.dumps(ses_event("delivered") | {"extra": "[" * 100 + "]" * 100}).replace(
+        '"' + "[" * 100 + "]" * 100 + '"', "[" * 100 + "]" * 100
+    ),
+    "lone surrogate": json.dumps(ses_event("hard_bounce")).replace("ann@example.org", "ann\\ud800@example.org"),
 }
 
 
@@ -432,6 +437,39 @@ MALFORMED_ENVELOPES = {
     "json array": b"[]",
     "json string": b'"Notification"',
 }
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain; charset=UTF-8", b"[" * 100_000 + b"]" * 100_000),  # json: RecursionError
+        ("text/plain; charset=rot13", b"{}"),  # a codec, but no text encoding: LookupError
+    ],
+    ids=["nested too deep", "charset not a text encoding"],
+)
+def test_unreadable_bodies_are_a_400_even_before_authentication(client, webhooks, content_type, body):
+    """anymail reads an SES body before it checks basic auth: nothing may escape as a 500."""
+    headers = {
+        "x-amz-sns-message-type": "Notification",
+        "x-amz-sns-message-id": "m-1",
+        "Authorization": basic_auth("x:y"),
+    }
+
+    response = client.generic("POST", URL, body, content_type=content_type, headers=headers)
+
+    assert response.status_code == 400
+    assert not Event.objects.exists()
+
+
+def test_metadata_that_is_json_but_no_object_does_not_lose_a_bounce(client, webhooks):
+    """X-Metadata is the sender's header: another system may set anything."""
+    event = ses_event("hard_bounce", recipient="ann@example.org")
+    event["mail"]["headers"].append({"name": "X-Metadata", "value": "[1, 2]"})
+
+    assert post_webhook(client, "amazon_ses", event).status_code == 200
+
+    assert Event.objects.get().metadata == {}
+    assert Suppression.objects.filter(address="ann@example.org", reason="bounced").exists()
 
 
 @pytest.mark.parametrize("body", MALFORMED_ENVELOPES.values(), ids=MALFORMED_ENVELOPES.keys())

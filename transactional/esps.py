@@ -35,6 +35,13 @@ RECIPIENT_VERDICTS: dict[str, str] = {
 }
 
 
+#: ESPs whose event id belongs to one address. Amazon SES gives a
+#: notification's addresses one id; Mailgun signs only a token (its event id)
+#: and a timestamp, so a captured signature replayed with another address
+#: must not record a new event.
+ONE_ADDRESS_PER_EVENT_ID = frozenset({ESP.MAILGUN, ESP.SENDGRID})
+
+
 # Raw payloads
 # ------------------------------------------------------------------------------
 
@@ -128,13 +135,26 @@ SES_BOUNCE_TYPES: dict[str, str] = {"Permanent": Reason.BOUNCED}
 SES_NOT_COMPLAINTS = frozenset({"not-spam"})
 
 
+#: Legacy Mailgun ``dropped`` codes (anymail's reading of them): the address
+#: is on Mailgun's own list already.
+MAILGUN_LEGACY_DROP_CODES: dict[str, str] = {
+    "605": Reason.BOUNCED,  # "Not delivering to previously bounced address"
+    "607": Reason.COMPLAINED,  # previous spam complaint
+}
+
+
 def mailgun_suppression(event_type: str, raw: Mapping) -> str | None:
     """Return why a Mailgun event suppresses its address, or None."""
-    kind = _text(raw.get("event"))
+    # A legacy form repeats a field when a user variable has its name; the
+    # first value is Mailgun's (as anymail reads it).
+    kind = _text(_first(raw.get("event")))
     if kind == "bounced":  # legacy webhooks post permanent failures only
         return Reason.BOUNCED
-    if kind in ("failed", "rejected") and raw.get("severity", "permanent") == "permanent":
-        return MAILGUN_FAILURE_REASONS.get(_text(raw.get("reason")))
+    if kind == "dropped":  # legacy
+        return MAILGUN_LEGACY_DROP_CODES.get(_text(_first(raw.get("code"))))
+    severity = _first(raw.get("severity", "permanent"))
+    if kind in ("failed", "rejected") and severity == "permanent":
+        return MAILGUN_FAILURE_REASONS.get(_text(_first(raw.get("reason"))))
     return RECIPIENT_VERDICTS.get(event_type)
 
 
@@ -210,6 +230,11 @@ def _ses_type(raw: Mapping) -> str:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _first(value: Any) -> Any:
+    """Return the first of a legacy Mailgun form's repeated values, or the value."""
+    return value[0] if isinstance(value, list) and value else value
 
 
 def _mapping(value: Any) -> Mapping:

@@ -87,7 +87,11 @@ def prepare(events: Iterable[AnymailTrackingEvent], esp_name: str) -> "Recording
         return Recording(esp_name, events)
     rows = _unique(_build(event, esp) for event in events)
     recorded, unlinked = _read_events(esp, rows)
-    rows = [row for row in rows if _key(row) not in recorded]
+    if esp in esps.ONE_ADDRESS_PER_EVENT_ID:
+        recorded_ids = {event_id for event_id, _ in recorded}
+        rows = [row for row in rows if row.event_id not in recorded_ids]
+    else:
+        rows = [row for row in rows if _key(row) not in recorded]
     if not rows:
         logger.debug("All %d %s event(s) were recorded before", len(events), esp)
         return Recording(esp_name, events)

@@ -11,8 +11,28 @@ from django.utils import timezone
 
 
 def normalize_address(address: str) -> str:
-    """Return the form addresses are compared and stored in: trimmed, lower-case."""
-    return address.strip().lower()
+    """Return the form addresses are compared and stored in.
+
+    Trimmed, lower-case, and an internationalized domain in Unicode: Amazon
+    SES reports ``ann@xn--bcher-kva.example`` for mail sent to
+    ``ann@bücher.example``.
+    """
+    address = address.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if at and "xn--" in domain:
+        address = f"{local}@{'.'.join(map(_label_in_unicode, domain.split('.')))}"
+    return address
+
+
+def _label_in_unicode(label: str) -> str:
+    if not label.startswith("xn--"):
+        return label
+    try:
+        decoded = label[4:].encode("ascii").decode("punycode").lower()
+        decoded.encode()  # no lone surrogates
+    except UnicodeError:
+        return label  # not valid punycode: compared as it is
+    return decoded if decoded.isprintable() else label
 
 
 def address_hash(address: str) -> str:

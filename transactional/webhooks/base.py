@@ -39,7 +39,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
-from .. import events
+from .. import esps, events
+from ..models import normalize_address
 
 logger = logging.getLogger("transactional.webhooks")
 
@@ -52,8 +53,13 @@ PARSE_ERRORS = (
     AttributeError,
     OverflowError,  # an epoch timestamp out of datetime's range...
     OSError,  # ...or out of the C library's (EOVERFLOW)
+    LookupError,  # a Content-Type charset that is no text encoding ("rot13")
+    RecursionError,  # JSON nested deeper than Python reads or writes
     AnymailError,
 )
+
+#: Deepest nesting of lists and objects accepted in an event (ESPs send under 10).
+MAX_DEPTH = 64
 
 # Event fields our recorder keys on, and the longest value the Event table takes.
 _IDENTITY_FIELDS = {"event_id": 255, "message_id": 255, "recipient": 320}
@@ -145,11 +151,11 @@ class HardenedTrackingMixin:
         """Run anymail's checks (400 if they trip over the payload), then ours."""
         try:
             super().run_validators(request)
-        except AnymailWebhookValidationFailure:
+            self.check_request(request)
+        except (AnymailWebhookValidationFailure, Malformed):
             raise
         except PARSE_ERRORS as err:
             raise Malformed(f"unreadable payload ({type(err).__name__})") from err
-        self.check_request(request)
 
     def check_request(self, request: HttpRequest) -> None:
         """Raise Malformed or AnymailWebhookValidationFailure; runs after anymail's checks."""
@@ -181,27 +187,51 @@ class HardenedTrackingMixin:
 
 
 def check_event(event: AnymailTrackingEvent) -> None:
-    """Raise TypeError/ValueError unless the event can be stored as it is."""
+    """Raise TypeError/ValueError unless the event can be stored.
+
+    Only what the recorder keys on must be right. Other fields of an odd
+    type (metadata that is not an object, numbers as tags) are stored as well
+    as they can be (events._build) rather than losing, say, a hard bounce.
+    """
     for name, max_length in _IDENTITY_FIELDS.items():
         value = getattr(event, name)
         if value is None:
             continue
         if not isinstance(value, str):
             raise TypeError(f"{name} is not a string")
-        if len(value) > max_length or "\x00" in value:
-            raise ValueError(f"{name} is longer than {max_length} characters or holds NUL")
+        if len(value) > max_length:
+            raise ValueError(f"{name} is longer than {max_length} characters")
+    # Lower-casing may lengthen an address ("İ" becomes two characters).
+    if event.recipient and (
+        "@" not in event.recipient or len(normalize_address(event.recipient)) > 320
+    ):
+        raise ValueError("recipient is not an address of at most 320 characters")
     if event.timestamp is not None and not isinstance(event.timestamp, datetime):
         raise TypeError("timestamp is not a date")
-    # SendGrid may send one bare category string instead of a list.
-    tags = [event.tags] if isinstance(event.tags, str) else event.tags
-    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
-        raise TypeError("tags are not a list of strings")
-    if not isinstance(event.metadata, dict):
-        raise TypeError("metadata is not an object")
-    # Python's json reads NaN, Infinity and NUL characters, which no ESP sends
-    # and PostgreSQL's columns refuse (the other text fields come from esp_event).
-    if "\\u0000" in json.dumps([event.esp_event, event.metadata, event.tags], allow_nan=False):
+    # Python's json reads what no ESP sends and the database refuses: NaN and
+    # Infinity, NUL characters, lone UTF-16 surrogates, nesting deep enough
+    # to exhaust the stack of whoever writes it out again. Every other text
+    # field comes from esp_event (a legacy Mailgun form: all values of each).
+    payload = [esps.plain(event.esp_event), event.metadata, event.tags]
+    if _depth(payload) > MAX_DEPTH:
+        raise ValueError(f"payload nested more than {MAX_DEPTH} levels deep")
+    text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
+    if "\\u0000" in text:
         raise ValueError("payload holds NUL characters")
+    text.encode()  # UnicodeEncodeError on a lone surrogate
+
+
+def _depth(value: object) -> int:
+    """Return how deep lists and objects nest in ``value`` (without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list | tuple):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
 
 
 def _text(body: str, *, status: int) -> HttpResponse:

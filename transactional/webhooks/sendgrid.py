@@ -10,9 +10,11 @@ with nothing but malformed events gets a 400.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
 from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.http import HttpRequest
 
 from .base import PARSE_ERRORS, HardenedTrackingMixin, Malformed, check_event, logger
@@ -21,10 +23,21 @@ from .base import PARSE_ERRORS, HardenedTrackingMixin, Malformed, check_event, l
 class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
     key_settings = "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY"
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # anymail loads any PEM public key, then fails on every post to verify
+        # an ECDSA signature with an RSA or Ed25519 one (check E201 says so too).
+        key = getattr(self, "webhook_verification_key", None)
+        if not self.refusal and key and not isinstance(key, ec.EllipticCurvePublicKey):
+            self.refusal = (
+                "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY is not an elliptic-curve public key: "
+                "copy the Signed Event Webhook's verification key from SendGrid."
+            )
+
     def parse_tracking_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
         try:
             batch = json.loads(request.body.decode("utf-8"))
-        except ValueError as err:  # includes UnicodeDecodeError
+        except (ValueError, RecursionError) as err:  # ValueError includes UnicodeDecodeError
             raise Malformed("body is not JSON") from err
         if not isinstance(batch, list):
             raise Malformed("body is not a JSON array of events")
@@ -39,7 +52,9 @@ class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
         if errors:
             logger.warning(
                 "Skipped %d malformed event(s) of %d in a SendGrid batch (%s)",
-                len(errors), len(batch), ", ".join(errors[:10]),
+                len(errors),
+                len(batch),
+                ", ".join(errors[:10]),
             )
         return events
 
