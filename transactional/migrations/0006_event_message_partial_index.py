@@ -3,7 +3,8 @@
 # a few messages (event_unlinked_idx serves that lookup).
 #
 # The old index is dropped by name rather than by AlterField, which on SQLite
-# would copy the whole events table to change one index.
+# would copy the whole events table to change one index; on PostgreSQL the new
+# one is built CONCURRENTLY, so webhooks keep writing events meanwhile.
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -11,7 +12,20 @@ from django.db import migrations, models
 OLD_INDEX = "transactional_event_message_id_03a72dab"
 
 
+class AddIndexConcurrentlyOnPostgreSQL(migrations.AddIndex):
+    """AddIndex, built without blocking writes where the database can (PostgreSQL)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            schema_editor.add_index(model, self.index, concurrently=True)
+
+
 class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
+
     dependencies = [
         ("transactional", "0005_message_sent_at_index"),
     ]
@@ -39,7 +53,7 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
-        migrations.AddIndex(
+        AddIndexConcurrentlyOnPostgreSQL(
             model_name="event",
             index=models.Index(
                 condition=models.Q(("message__isnull", False)),
