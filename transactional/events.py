@@ -87,11 +87,7 @@ def prepare(events: Iterable[AnymailTrackingEvent], esp_name: str) -> "Recording
         return Recording(esp_name, events)
     rows = _unique(_build(event, esp) for event in events)
     recorded, unlinked = _read_events(esp, rows)
-    if esp in esps.ONE_ADDRESS_PER_EVENT_ID:
-        recorded_ids = {event_id for event_id, _ in recorded}
-        rows = [row for row in rows if row.event_id not in recorded_ids]
-    else:
-        rows = [row for row in rows if _key(row) not in recorded]
+    rows = _not_recorded(esp, rows, recorded)
     if not rows:
         logger.debug("All %d %s event(s) were recorded before", len(events), esp)
         return Recording(esp_name, events)
@@ -293,8 +289,20 @@ def _unique(rows: Iterable[Event]) -> list[Event]:
     return list(unique.values())
 
 
+def _not_recorded(esp: str, rows: list[Event], recorded: set[Key]) -> list[Event]:
+    """Return the rows whose event is not recorded yet.
+
+    Where an event id names one address (esps.ONE_ADDRESS_PER_EVENT_ID), a
+    recorded id with another address is a replay, not a new event.
+    """
+    if esp in esps.ONE_ADDRESS_PER_EVENT_ID:
+        recorded_ids = {event_id for event_id, _ in recorded}
+        return [row for row in rows if row.event_id not in recorded_ids]
+    return [row for row in rows if _key(row) not in recorded]
+
+
 def _read_events(esp: str, rows: list[Event]) -> tuple[set[Key], list[Event]]:
-    """Return which of ``rows`` are recorded already, and the unlinked events of their messages.
+    """Return the recorded events with the ids of ``rows``, and the unlinked ones of their messages.
 
     One query for both: a webhook post is a single event as often as not.
     """
