@@ -2,7 +2,8 @@
 
 import pytest
 
-pytest_plugins = ["transactional.testing.pytest_plugin"]
+# The two plugins we ship, enabled as docs/webhooks.md and README tell users to.
+pytest_plugins = ["transactional.testing.pytest_plugin", "transactional.testing.webhooks"]
 
 OUTBOX = "transactional.backends.EmailBackend"
 

@@ -251,6 +251,18 @@ def test_the_test_fixture_helpers_read_well(transactional_outbox):
         transactional_outbox.assert_sent(to="carol@example.org")
 
 
+def test_assert_suppressed_looks_at_the_last_mail_not_the_one_that_bounced(transactional_outbox):
+    send_mail("Receipt", "Thanks", "shop@acme.test", ["ann@example.org"])
+    transactional_outbox.deliver()  # delivered, then (say) it bounced:
+    transactional_outbox.suppress("ann@example.org", reason="bounced")
+    send_mail("Another receipt", "Thanks", "shop@acme.test", ["ann@example.org"])
+
+    transactional_outbox.assert_suppressed("ann@example.org")
+    with pytest.raises(AssertionError, match="status 'sent', not 'suppressed'"):
+        send_mail("Bypass", "Thanks", "shop@acme.test", ["bob@example.org"])
+        transactional_outbox.assert_suppressed("bob@example.org")
+
+
 @pytest.mark.parametrize(
     "build",
     [

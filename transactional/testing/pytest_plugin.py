@@ -15,7 +15,7 @@ import pytest
 from django.core import mail
 
 from transactional import delivery
-from transactional.models import Message, Recipient
+from transactional.models import Message, Recipient, normalize_address
 from transactional.suppression import suppress
 
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
@@ -39,14 +39,15 @@ class OutboxHelper:
     def sent_to(self, address: str) -> list[mail.EmailMessage]:
         """Return the delivered mails with ``address`` among their recipients."""
         self.deliver()
-        address = address.lower()
-        return [m for m in mail.outbox if address in {a.lower() for a in _addresses(m)}]
+        address = normalize_address(address)
+        return [m for m in mail.outbox if address in {normalize_address(a) for a in _addresses(m)}]
 
     def assert_sent(self, *, to: str | None = None, subject: str | None = None, count: int = 1):
         """Assert ``count`` delivered mails match; return them."""
         self.deliver()
         found = [
-            m for m in mail.outbox
+            m
+            for m in mail.outbox
             if (to is None or to.lower() in {a.lower() for a in _addresses(m)})
             and (subject is None or m.subject == subject)
         ]
@@ -61,14 +62,27 @@ class OutboxHelper:
         assert mail.outbox == [], f"Expected no mail, delivered: {[m.subject for m in mail.outbox]}"
 
     def assert_suppressed(self, address: str) -> None:
-        """Assert the last message to ``address`` skipped it as suppressed."""
+        """Assert the last message to ``address`` skipped it as suppressed.
+
+        Mail delivered to it before (say, the one that bounced) does not count.
+        """
         self.deliver()
-        recipient = Recipient.objects.filter(address=address.lower()).order_by("-pk").first()
+        recipient = (
+            Recipient.objects.filter(address=normalize_address(address))
+            .select_related("message")
+            .order_by("-pk")
+            .first()
+        )
         assert recipient is not None, f"No message was addressed to {address!r}"
         assert recipient.status == Recipient.Status.SUPPRESSED, (
             f"{address!r} has status {recipient.status!r}, not 'suppressed'"
         )
-        assert not self.sent_to(address), f"{address!r} was suppressed but still received mail"
+        that_mail = [
+            m
+            for m in self.sent_to(address)
+            if m.message()["Message-ID"] == recipient.message.message_id
+        ]
+        assert not that_mail, f"{address!r} was suppressed but still received that mail"
 
 
 def _addresses(message: mail.EmailMessage) -> list[str]:

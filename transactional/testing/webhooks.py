@@ -447,8 +447,11 @@ class WebhookKit:
 
 
 @pytest.fixture
-def webhooks(settings) -> Iterator[WebhookKit]:
+def webhooks(settings, db) -> Iterator[WebhookKit]:
     """Configure every ESP's webhook credentials with test keys; serve the SNS certificate.
+
+    It needs the database (posts record events), as ``db`` does; mark the
+    test ``django_db(transaction=True)`` for committed transactions.
 
     SNS subscriptions are not auto-confirmed (that would call AWS); set
     ``ANYMAIL["AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS"] = True`` and mock
