@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from tests.factories import make_attempt, make_message
-from transactional.models import Attempt, Message, Recipient, Suppression
+from transactional.models import Attempt, Event, Message, Recipient, Suppression, address_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -238,6 +238,41 @@ def test_suppressions_are_listed_searched_and_never_edited(admin_client):
     edit = admin_client.post(change, {"address": "eve@example.com", "reason": "manual"})
     assert admin_client.get(change).status_code == 200
     assert edit.status_code == 403
+
+
+def test_the_suppression_list_links_each_entry_to_its_source_event(admin_client):
+    event = Event.objects.create(
+        esp="mailgun",
+        event_id="e-1",
+        address="bob@example.com",
+        event_type="bounced",
+        timestamp=datetime(2026, 3, 14, 9, 30, tzinfo=UTC),
+    )
+    Suppression.objects.create(
+        address="bob@example.com", reason="bounced", source="mailgun", event=event
+    )
+    Suppression.objects.create(address="ann@example.com", reason="manual", source="admin")
+
+    page = admin_client.get(SUPPRESSIONS).content.decode()
+
+    assert f'href="{reverse("admin:transactional_event_change", args=[event.pk])}">bounced' in page
+
+
+def test_an_address_erased_by_forget_cannot_be_added_again_in_clear(admin_client):
+    Suppression.objects.create(
+        address="forgotten:0123456789ab",
+        address_hash=address_hash("dana@example.com"),
+        reason="bounced",
+    )
+
+    response = admin_client.post(
+        reverse("admin:transactional_suppression_add"),
+        {"address": "Dana@example.com", "reason": "manual"},
+    )
+
+    assert response.status_code == 200
+    assert "erased by `forget`" in response.content.decode()
+    assert Suppression.objects.count() == 1
 
 
 def test_deleting_a_suppression_is_logged(admin_client, caplog):

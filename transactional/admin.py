@@ -323,15 +323,35 @@ class SuppressionForm(forms.ModelForm):
 
     def clean_address(self) -> str:
         # Normalize before the unique check, as Suppression.save() would after it.
-        return normalize_address(self.cleaned_data["address"])
+        address = normalize_address(self.cleaned_data["address"])
+        # An erased address is listed by its hash only: the unique check misses it.
+        if Suppression.objects.for_addresses([address]).exclude(address=address).exists():
+            raise forms.ValidationError(
+                "This address is on the list already, erased by `forget` (kept as a hash)."
+            )
+        return address
 
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
     form = SuppressionForm
-    list_display = ("address", "reason", "source", "created_at")
+    list_display = ("address", "reason", "source", "source_event", "created_at")
     list_filter = ("reason", "source")
+    list_select_related = ("event",)
     search_fields = ("address",)
+
+    @admin.display(description="source event", ordering="event__timestamp")
+    def source_event(self, obj: Suppression) -> str:
+        """The ESP event that caused it, linked to its page."""
+        if obj.event is None:
+            return "-"
+        url = reverse("admin:transactional_event_change", args=[obj.event.pk])
+        when = (
+            date_format(localtime(obj.event.timestamp), "SHORT_DATETIME_FORMAT")
+            if obj.event.timestamp
+            else ""
+        )
+        return format_html('<a href="{}">{} {}</a>', url, obj.event.event_type, when)
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: Suppression | None = None
