@@ -3,8 +3,10 @@
 import io
 
 import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.core.mail import EmailMessage, send_mail
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from tests.factories import make_attempt, make_message
 from transactional.erasure import placeholder_for
@@ -171,3 +173,117 @@ def test_forgetting_twice_changes_nothing_more(mail_for_ann):
 def test_an_invalid_address_is_refused():
     with pytest.raises(CommandError, match="expected an email address"):
         forget("not an address")
+
+
+# Internationalized domains: stored in Unicode, escaped in the payload's JSON,
+# spelled in punycode by SES and by older rows.
+# ------------------------------------------------------------------------------
+
+ANN_IDN = "ann@bücher.example"
+ANN_PUNYCODE = "ann@xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(
+    ("named_in_body", "forgotten"),
+    [
+        (ANN_IDN, ANN_IDN),
+        ("Ann@BÜCHER.example", ANN_IDN),
+        (ANN_IDN, ANN_PUNYCODE),
+        (ANN_PUNYCODE, ANN_IDN),
+    ],
+)
+def test_an_internationalized_address_in_a_body_is_found_in_either_spelling(
+    outbox, named_in_body, forgotten
+):
+    send_mail("New signup", f"User {named_in_body} signed up", None, ["admin@acme.test"])
+
+    out = forget(forgotten)
+
+    notice = Message.objects.get()
+    assert notice.payload is None and notice.subject == "New signup"
+    assert "1 message body(ies) emptied" in out
+    assert placeholder_for(forgotten) == placeholder_for(ANN_IDN)
+
+
+def test_an_address_on_a_new_line_of_the_body_is_found(outbox):
+    send_mail("New signup", f"New user:\n{ANN}", None, ["admin@acme.test"])
+
+    forget(ANN)
+
+    assert Message.objects.get().payload is None
+
+
+def test_rows_stored_in_punycode_get_the_placeholder():
+    message = make_message(to=[ANN_PUNYCODE], last_error=f"550 <{ANN_PUNYCODE}> no such user")
+    punycode_event = event(message, ANN_PUNYCODE)
+    # bulk_create skips save(), which now normalizes: rows as stored before.
+    Suppression.objects.bulk_create([Suppression(address=ANN_PUNYCODE, reason="bounced")])
+
+    forget(ANN_IDN)
+
+    placeholder = placeholder_for(ANN_IDN)
+    assert message.recipients.get().address == placeholder
+    message.refresh_from_db()
+    assert message.payload is None and message.last_error == f"550 <{placeholder}> no such user"
+    punycode_event.refresh_from_db()
+    assert (punycode_event.address, punycode_event.raw) == (placeholder, None)
+    row = Suppression.objects.get()
+    assert (row.address, row.address_hash, row.reason) == (
+        placeholder,
+        address_hash(ANN_IDN),
+        "bounced",
+    )
+
+
+def test_an_address_suppressed_in_both_spellings_keeps_one_entry_under_the_placeholder():
+    # One listed before addresses were normalized (bulk_create skips save()), one after.
+    Suppression.objects.bulk_create(
+        [Suppression(address=ANN_PUNYCODE, reason="bounced"), Suppression(address=ANN_IDN)]
+    )
+
+    forget(ANN_IDN)
+
+    assert list(Suppression.objects.values_list("address", "address_hash")) == [
+        (placeholder_for(ANN_IDN), address_hash(ANN_IDN))
+    ]
+
+
+# Idempotency keys and the admin's history
+# ------------------------------------------------------------------------------
+
+
+def idempotent_mail(key: str, to: str) -> None:
+    email = EmailMessage("Your receipt", "Thank you.", "shop@acme.test", [to])
+    email.idempotency_key = key
+    email.send()
+
+
+def test_idempotency_keys_naming_the_address_are_cleared(outbox):
+    idempotent_mail("receipt:dana@example.com:42", "dana@example.com")
+    idempotent_mail("receipt:Dana@Example.com:43", "dana@example.com")
+    idempotent_mail("signup-notice:dana@example.com", "admin@acme.test")
+    idempotent_mail("receipt:jordana@example.com:44", "jordana@example.com")
+
+    out = forget("dana@example.com")
+
+    keys = Message.objects.order_by("pk").values_list("idempotency_key", flat=True)
+    assert list(keys) == [None, None, None, "receipt:jordana@example.com:44"]
+    assert "3 idempotency key(s) cleared" in out
+
+
+def test_a_suppression_added_in_the_admin_leaves_no_trace_in_its_history(admin_client, admin_user):
+    add = reverse("admin:transactional_suppression_add")
+    admin_client.post(add, {"address": ANN_IDN, "reason": "manual", "note": ""})
+    # A change message of an inline, as the admin writes it: JSON, non-ASCII escaped.
+    message = make_message(to=["bob@example.com"])
+    inline = [{"added": {"name": "recipient", "object": f"to: {ANN_IDN}"}}]
+    LogEntry.objects.log_actions(admin_user.pk, [message], CHANGE, inline, single_object=True)
+    assert "\\u00fc" in LogEntry.objects.get(action_flag=CHANGE).change_message
+
+    out = forget(ANN_PUNYCODE)
+
+    added = LogEntry.objects.get(action_flag=ADDITION)
+    assert added.object_repr == placeholder_for(ANN_IDN)
+    changed = LogEntry.objects.get(action_flag=CHANGE)
+    assert changed.get_change_message() == f"Added recipient “to: {placeholder_for(ANN_IDN)}”."
+    assert "2 admin history entry(ies) scrubbed" in out

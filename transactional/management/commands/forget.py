@@ -31,8 +31,10 @@ class Command(BaseCommand):
         "Erase an email address: replace it with 'forgotten:<hash prefix>' on recipients, events "
         "and messages it sent; empty the bodies of messages it received or appears in (and the "
         "subject when it was the only recipient); empty the ESP payloads, metadata, user agents "
-        "and click URLs of its events. The address stays suppressed, matched by its SHA-256, so "
-        "it is never mailed again."
+        "and click URLs of its events; clear idempotency keys naming it and scrub it from the "
+        "admin's history. Both spellings of an internationalized domain (Unicode, punycode) "
+        "are found. The address stays suppressed, matched by its SHA-256, so it is never mailed "
+        "again."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -58,6 +60,11 @@ class Command(BaseCommand):
                 "other recipients' event payload(s) emptied (they list this address)",
                 erasure.other_events_emptied,
             ),
+            (
+                "idempotency key(s) cleared (they named the address)",
+                erasure.idempotency_keys_cleared,
+            ),
+            ("admin history entry(ies) scrubbed", erasure.admin_entries_scrubbed),
         ]
         for label, count in lines:
             self.stdout.write(f"  {count} {label}")
