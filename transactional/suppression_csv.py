@@ -1,33 +1,50 @@
 """The suppression list as CSV: our own format out, ours and the ESPs' exports in.
 
-Export writes ``address,reason,source,created_at,note``. Import reads that,
-one-column address lists, and the exports of the ESPs we support, told
-apart by their header (``FORMATS``). Bad rows are reported by line number
-and skipped; the rest is added in bulk, chunk by chunk, and rows already
-listed are left alone, so an import can be re-run.
+Export writes ``address,reason,source,created_at,note,address_hash``; the
+hash is written for erased addresses only, so that a list restored from an
+export still refuses them. Import reads that (with or without the hash
+column), one-column address lists, and the exports of the ESPs we support,
+told apart by their header (``FORMATS``), in UTF-8 or, after a byte-order
+mark, UTF-16 or UTF-32. Bad rows (bytes not in that encoding included) are
+reported by line number and skipped; the rest is added in bulk, chunk by
+chunk, and rows already listed are left alone, so an import can be re-run.
 """
 
 import csv
+import io
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from itertools import chain
 from typing import TextIO
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
+from . import db_limits
+from .csv_reading import UNDECODABLE, Encoding, Record, decoded, detect_encoding, read_records
 from .erasure import PLACEHOLDER_PREFIX
-from .models import Suppression, normalize_address
+from .models import Suppression, address_hash, normalize_address
 from .suppression import suppress_many, suppressed_among
 
 logger = logging.getLogger(__name__)
 
 Reason = Suppression.Reason
 
-HEADER = ("address", "reason", "source", "created_at", "note")
+HEADER = ("address", "reason", "source", "created_at", "note", "address_hash")
+
+SOURCE_MAX_LENGTH = Suppression._meta.get_field("source").max_length
+
+#: A line that starts like a row of its own: an address, then the next column.
+SWALLOWED_ROW = re.compile(r"\s*[^\s,@]+@[^\s,]+,")
+
+#: One-column headers (lower case, without spaces, "-" or "_"); any other
+#: first line of a one-column file is an address, or a bad row.
+ADDRESS_HEADERS = frozenset({"email", "emails", "emailaddress", "address", "mail", "recipient"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,8 @@ class Format:
     source: str | None = None
     created: str | None = None
     note: str | None = None
+    #: The full hash kept for an erased address (our own files).
+    address_hash: str | None = None
     #: A date we cannot read fails the row (our own files) or is ignored.
     strict_dates: bool = False
 
@@ -62,6 +81,7 @@ FORMATS = (
         source="source",
         created="created_at",
         note="note",
+        address_hash="address_hash",
         strict_dates=True,
     ),
     # The SES account-level suppression list (EmailAddress,Reason,LastUpdateTime).
@@ -89,6 +109,7 @@ class ImportReport:
     """What an import read, added and refused."""
 
     format: str
+    encoding: str = "UTF-8"
     rows: int = 0
     added: int = 0
     already_listed: int = 0
@@ -112,7 +133,11 @@ def export_csv(out: TextIO, *, reasons: Collection[str] = ()) -> int:
         rows = rows.filter(reason__in=reasons)
     count = 0
     for row in rows.iterator(chunk_size=2000):
-        writer.writerow([row.address, row.reason, row.source, row.created_at.isoformat(), row.note])
+        # A clear address is its own hash's source; an erased one has only the hash.
+        digest = row.address_hash if _is_erased(row.address) else ""
+        writer.writerow(
+            [row.address, row.reason, row.source, row.created_at.isoformat(), row.note, digest]
+        )
         count += 1
     return count
 
@@ -122,7 +147,7 @@ def export_csv(out: TextIO, *, reasons: Collection[str] = ()) -> int:
 
 
 def import_csv(
-    lines: Iterable[str],
+    file: io.BufferedReader,
     *,
     reason: str = Reason.MANUAL,
     source: str = "import",
@@ -133,28 +158,32 @@ def import_csv(
 ) -> ImportReport:
     """Add the addresses of a suppression CSV; return what was added and refused.
 
-    ``reason`` and ``source`` apply where the file has no such column.
+    ``file`` is read as bytes, so that a row in another encoding is refused
+    alone instead of aborting the import halfway. ``reason`` and ``source``
+    apply where the file has no such column.
     """
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return ImportReport(format="empty file")
-    fmt, columns = detect(header)
-    report = ImportReport(format=fmt.name)
-    chunk: list[Suppression | None] = []
-    seen: set[str] = set()  # for a dry run, which adds nothing to compare with
-    if fmt is ADDRESS_LIST and "@" in "".join(header):
-        chunk.append(_row_or_error(fmt, columns, header, reader.line_num, reason, source, report))
-    for values in reader:
-        if not any(value.strip() for value in values):
-            continue
-        chunk.append(_row_or_error(fmt, columns, values, reader.line_num, reason, source, report))
-        if progress and report.rows % progress_every == 0:
-            progress(report.rows)
-        if len(chunk) >= chunk_size:
-            _add(chunk, report, seen, dry_run=dry_run)
-            chunk = []
-    _add(chunk, report, seen, dry_run=dry_run)
+    encoding = detect_encoding(file)
+    with decoded(file, encoding) as text:
+        records = read_records(csv.reader(text))
+        header = next((record for record in records if not record.is_blank()), None)
+        if header is None:
+            return ImportReport(format="empty", encoding=encoding.name)
+        fmt, columns = detect(_header_values(header, encoding))
+        report = ImportReport(format=fmt.name, encoding=encoding.name)
+        chunk: list[Suppression | None] = []
+        seen: set[str] = set()  # for a dry run, which adds nothing to compare with
+        if fmt is ADDRESS_LIST and not _is_address_header(header.values):
+            records = chain([header], records)
+        for record in records:
+            if record.is_blank():
+                continue
+            chunk.append(_row_or_error(fmt, columns, record, reason, source, report))
+            if progress and report.rows % progress_every == 0:
+                progress(report.rows)
+            if len(chunk) >= chunk_size:
+                _add(chunk, report, seen, dry_run=dry_run)
+                chunk = []
+        _add(chunk, report, seen, dry_run=dry_run)
     logger.info(
         "Imported a %s suppression file: %d row(s), %d added, %d already listed, %d refused%s",
         report.format,
@@ -165,6 +194,15 @@ def import_csv(
         " (dry run)" if dry_run else "",
     )
     return report
+
+
+def _header_values(header: Record, encoding: Encoding) -> list[str]:
+    """Return the header's column names, or raise UnknownFormat if it is not readable text."""
+    if header.error:
+        raise UnknownFormat(f"{header.lines}: {header.error}")
+    if any(UNDECODABLE in value or "\0" in value for value in header.values):
+        raise UnknownFormat(f"{header.lines}: not {encoding.name} text; is this a CSV file?")
+    return header.values
 
 
 def detect(header: list[str]) -> tuple[Format, dict[str, int]]:
@@ -181,11 +219,15 @@ def detect(header: list[str]) -> tuple[Format, dict[str, int]]:
     )
 
 
+def _is_address_header(values: list[str]) -> bool:
+    """Whether the first line of a one-column file names its column (else it is a row)."""
+    return re.sub(r"[\s_-]", "", "".join(values).lower()) in ADDRESS_HEADERS
+
+
 def _row_or_error(
     fmt: Format,
     columns: dict[str, int],
-    values: list[str],
-    line: int,
+    record: Record,
     reason: str,
     source: str,
     report: ImportReport,
@@ -193,10 +235,29 @@ def _row_or_error(
     """Return the row to add, or None after recording why it cannot be."""
     report.rows += 1
     try:
-        return _row(fmt, columns, values, reason, source)
+        _check_record(fmt, columns, record, report.encoding)
+        return _row(fmt, columns, record.values, reason, source)
     except ValueError as error:
-        report.errors.append(f"line {line}: {error}")
+        report.errors.append(f"{record.lines}: {error}")
         return None
+
+
+def _check_record(fmt: Format, columns: dict[str, int], record: Record, encoding: str) -> None:
+    """Raise ValueError if the record is not a row whatever its columns hold."""
+    if record.error:
+        raise ValueError(record.error)
+    if any(UNDECODABLE in value for value in record.values):
+        raise ValueError(f"not {encoding}")  # no value: it is not printable text
+    if any("\0" in value for value in record.values):
+        raise ValueError("contains a NUL character")  # PostgreSQL cannot store one
+    # A note may span lines (ours, or an ESP's multi-line SMTP reply). Any
+    # other field with a line break, or a note whose later lines start like
+    # a row, means an unterminated quote swallowed the rows after it.
+    note = columns.get(fmt.note) if fmt.note is not None else None
+    for position, value in enumerate(record.values):
+        lines = value.splitlines()
+        if len(lines) > 1 and (position != note or any(map(SWALLOWED_ROW.match, lines[1:]))):
+            raise ValueError("a field runs over several lines (an unterminated quote?)")
 
 
 def _row(
@@ -208,59 +269,117 @@ def _row(
         position = columns.get(name) if name is not None else None
         return values[position].strip() if position is not None and position < len(values) else ""
 
+    address, digest = _address(cell(fmt.address), cell(fmt.address_hash))
     return Suppression(
-        address=_address(cell(fmt.address)),
+        address=address,
+        address_hash=digest,
         reason=_reason(fmt, cell(fmt.reason), reason),
-        source=cell(fmt.source) or source,
+        source=_source(cell(fmt.source) or source),
         created_at=_created(cell(fmt.created), strict=fmt.strict_dates),
         note=cell(fmt.note),
     )
 
 
-def _address(value: str) -> str:
+def _address(value: str, digest: str) -> tuple[str, str]:
+    """Return the normalized address and the hash it is matched by."""
     address = normalize_address(value)
-    if address.startswith(PLACEHOLDER_PREFIX):
-        raise ValueError(
-            f"{value!r} is an erased address (only its hash was kept); it cannot be imported"
-        )
+    if _is_erased(address):
+        return address, _erased_hash(address, digest)
     try:
         validate_email(address)
     except ValidationError:
-        raise ValueError(f"not an email address: {value!r}") from None
-    return address
+        raise ValueError(f"not an email address: {_shown(value)}") from None
+    # A hash beside a clear address adds nothing: it is recomputed.
+    return address, address_hash(address)
+
+
+def _is_erased(address: str) -> bool:
+    return address.startswith(PLACEHOLDER_PREFIX)
+
+
+def _erased_hash(placeholder: str, digest: str) -> str:
+    """Return the full hash an erased entry keeps; it must be the one its placeholder shows."""
+    if not digest:
+        raise ValueError(
+            f"{placeholder!r} is an erased address (only its hash was kept); it cannot be imported"
+        )
+    digest = digest.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"malformed address_hash {_shown(digest)} (expected 64 hex digits)")
+    if placeholder != PLACEHOLDER_PREFIX + digest[:12]:
+        raise ValueError(f"the address_hash does not belong to {placeholder!r}")
+    return digest
 
 
 def _reason(fmt: Format, value: str, default: str) -> str:
     if fmt.reasons is None:  # ours: the value must be one of our reasons
         if value not in Reason.values:
             raise ValueError(
-                f"unknown reason {value!r} (expected one of {', '.join(Reason.values)})"
+                f"unknown reason {_shown(value)} (expected one of {', '.join(Reason.values)})"
             )
         return value
     return fmt.reasons.get(value.lower(), default)
 
 
+def _source(value: str) -> str:
+    # Refused rather than cut: a cut source may read as another one.
+    if len(value) > SOURCE_MAX_LENGTH:
+        raise ValueError(f"source longer than {SOURCE_MAX_LENGTH} characters")
+    return value
+
+
 def _created(value: str, *, strict: bool) -> datetime:
-    """Parse an ISO 8601, RFC 2822 or epoch-seconds date; empty means now."""
+    """Parse a date (see ``_parse_date``); empty means now.
+
+    A date we cannot read or store fails a row of ours, and is replaced by
+    now in an ESP's export, whose date is only informative.
+    """
     if not value:
         return timezone.now()
-    parsed = _parse_date(value)
-    if parsed is None:
+    try:
+        return _parse_date(value)
+    except ValueError:
         if strict:
-            raise ValueError(f"unreadable date {value!r} (expected ISO 8601)")
+            raise
         return timezone.now()
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
-def _parse_date(value: str) -> datetime | None:
+def _parse_date(value: str) -> datetime:
+    """Return an ISO 8601, RFC 2822 or epoch date in UTC, or raise ValueError saying why not."""
     if value.isdigit():
-        return datetime.fromtimestamp(int(value), tz=UTC)
+        return _from_epoch(int(value))
+    parsed = None
     for parse in (datetime.fromisoformat, parsedate_to_datetime):
         try:
-            return parse(value)
+            parsed = parse(value)
+            break
         except (TypeError, ValueError):
             continue
-    return None
+    if parsed is None:
+        raise ValueError(f"unreadable date {_shown(value)} (expected ISO 8601)")
+    try:
+        # Converted now: the database stores UTC, and 0001-01-01T00:00+14:00 has none.
+        return parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"date out of range {_shown(value)}") from None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_epoch(number: int) -> datetime:
+    """Read epoch seconds, or milliseconds (some exports) when too large for seconds."""
+    for unit in ("seconds", "milliseconds"):
+        try:
+            return EPOCH + timedelta(**{unit: number})
+        except OverflowError:
+            continue
+    raise ValueError(f"timestamp out of range {number}")
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """Quote a value for a message; a field that swallowed half a file is cut short."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def _add(
@@ -270,12 +389,34 @@ def _add(
     rows = [row for row in chunk if row is not None]
     if not rows:
         return
+    fresh = _without_listed_hashes(rows)
     if dry_run:
-        addresses = {row.address for row in rows}
-        listed = suppressed_among(addresses) | (addresses & seen)
-        seen |= addresses
-        added = len(addresses - listed)
+        listed = suppressed_among(row.address for row in fresh)
+        new = {row.address_hash for row in fresh if row.address not in listed} - seen
+        seen |= new
+        added = len(new)
     else:
-        added = len(suppress_many(rows))
+        added = len(suppress_many(fresh))
     report.added += added
     report.already_listed += len(rows) - added
+
+
+def _without_listed_hashes(rows: list[Suppression]) -> list[Suppression]:
+    """Keep one row per hash, and no erased row whose hash is listed already.
+
+    ``suppress_many`` finds an entry by address or the address's hash; an
+    erased row's address is a placeholder, so only the hash it carries can
+    find the entry that lists it in clear.
+    """
+    unique: dict[str, Suppression] = {}
+    for row in rows:
+        unique.setdefault(row.address_hash, row)
+    erased = [digest for digest, row in unique.items() if _is_erased(row.address)]
+    listed = {
+        digest
+        for hashes in db_limits.chunks(erased)
+        for digest in Suppression.objects.filter(address_hash__in=hashes).values_list(
+            "address_hash", flat=True
+        )
+    }
+    return [row for digest, row in unique.items() if digest not in listed]
