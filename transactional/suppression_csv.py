@@ -185,7 +185,7 @@ def import_csv(
                 chunk = []
         _add(chunk, report, seen, dry_run=dry_run)
     logger.info(
-        "Imported a %s suppression file: %d row(s), %d added, %d already listed, %d refused%s",
+        "Imported a suppression file (%s format): %d row(s), %d added, %d already listed, %d refused%s",
         report.format,
         report.rows,
         report.added,
