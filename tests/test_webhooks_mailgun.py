@@ -393,3 +393,11 @@ def test_a_captured_signature_replayed_for_another_address_records_nothing(clien
 
     assert list(Event.objects.values_list("address", flat=True)) == ["ann@example.org"]
     assert not Suppression.objects.exists()
+
+
+def test_a_signature_token_holding_nul_is_a_400(client, webhooks, tracking_events):
+    """The token is anymail's event id; it is signed, not checked."""
+    body = json.dumps(mailgun_signed(mailgun_event("delivered"), token="a\x00b" * 10))
+
+    assert post_json(client, body).status_code == 400
+    assert_nothing_recorded(tracking_events)
