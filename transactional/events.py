@@ -121,13 +121,7 @@ class Recording:
 
         Call it inside a transaction, so that everything commits together.
         """
-        self.linker.lock()
-        if self.pending:
-            Event.objects.bulk_update(self.pending, ["message", "recipient"])
-        # An event a concurrent request recorded meanwhile is skipped.
-        rows = self.insert.execute() if self.insert else []
-        _apply_status([*self.pending, *rows], self.linker)
-        _apply_suppressions(rows)
+        rows = _write(self.linker, self.pending, self.insert)
         if self.events:
             logger.debug(
                 "Recorded %d of %d %s event(s)", len(rows), len(self.events), self.esp_name
@@ -165,14 +159,26 @@ def link_pending(recipients: Iterable[Recipient] | None = None) -> int:
     unlinked = event_queries.unlinked_events(linker.messages.keys())
     linked = [row for row in unlinked if linker.link(row)]
     with transaction.atomic():
-        linker.lock()
-        Event.objects.bulk_update(linked, ["message", "recipient"])
-        _apply_status(linked, linker)
+        _write(linker, linked)
     if linked:
         logger.info(
             "Linked %d event(s) that arrived before their message was recorded", len(linked)
         )
     return len(linked)
+
+
+def _write(
+    linker: "_Linker", pending: list[Event], insert: PreparedInsert[Event] | None = None
+) -> list[Event]:
+    """Link the pending events, insert the new rows, apply both; return the rows inserted."""
+    linker.lock()
+    if pending:
+        Event.objects.bulk_update(pending, ["message", "recipient"])
+    # An event a concurrent request recorded meanwhile is skipped.
+    rows = insert.execute() if insert else []
+    _apply_status([*pending, *rows], linker)
+    _apply_suppressions(rows)
+    return rows
 
 
 # Collecting the events of one request

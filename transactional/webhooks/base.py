@@ -211,10 +211,9 @@ def check_event(event: AnymailTrackingEvent) -> None:
     # Python's json reads what no ESP sends and the database refuses: NaN and
     # Infinity, NUL characters, lone UTF-16 surrogates, nesting deep enough
     # to exhaust the stack of whoever writes it out again. Every other text
-    # field comes from esp_event (a legacy Mailgun form: all values of each),
-    # or is one of the identity fields (Mailgun's event id is its signature's token).
-    identity = [getattr(event, name) for name in _IDENTITY_FIELDS]
-    payload = [esps.plain(event.esp_event), event.metadata, event.tags, identity]
+    # field comes from esp_event (a legacy Mailgun form: all values of each;
+    # Mailgun's event id is the signature's token, in esp_event too).
+    payload = [esps.plain(event.esp_event), event.metadata, event.tags]
     if _depth(payload) > MAX_DEPTH:
         raise ValueError(f"payload nested more than {MAX_DEPTH} levels deep")
     text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
