@@ -4,6 +4,7 @@ Everything an operator changes per deployment comes from the environment,
 through ``settings.env``; see docs/configuration.md for the full list.
 """
 
+from email.utils import formataddr
 from pathlib import Path
 
 import dj_database_url
@@ -104,6 +105,13 @@ if env.is_set("TRANSACTIONAL_MAX_ATTEMPTS"):
     TRANSACTIONAL_MAX_ATTEMPTS = env.int("TRANSACTIONAL_MAX_ATTEMPTS", default=0, minimum=1)
 if env.is_set("TRANSACTIONAL_RETRY_BASE_SECONDS"):
     TRANSACTIONAL_RETRY_BASE_SECONDS = env.float("TRANSACTIONAL_RETRY_BASE_SECONDS", default=0, minimum=0)
+# Staging safety: mail to anyone outside the allow-list (addresses, domains,
+# *.subdomains) is redirected to TRANSACTIONAL_REDIRECT_TO, or refused when
+# that is unset. transactional/staging.py; `check --deploy` warns while on.
+if env.is_set("TRANSACTIONAL_ALLOWED_RECIPIENTS"):
+    TRANSACTIONAL_ALLOWED_RECIPIENTS = env.list("TRANSACTIONAL_ALLOWED_RECIPIENTS")
+if env.is_set("TRANSACTIONAL_REDIRECT_TO"):
+    TRANSACTIONAL_REDIRECT_TO = [formataddr(pair) for pair in env.addresses("TRANSACTIONAL_REDIRECT_TO")]
 
 
 # TEMPLATES AND STATIC FILES

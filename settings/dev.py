@@ -1,9 +1,9 @@
 """Settings for a developer's laptop: DEBUG on, mail lands in sent_emails/."""
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, PROVIDERS
+from .base import BASE_DIR
 from .env import env
-from .providers import email_settings
+from .providers import chosen_providers, email_settings
 
 # GENERAL
 # ------------------------------------------------------------------------------
@@ -17,8 +17,9 @@ SECRET_KEY = env.str(
 # EMAIL
 # ------------------------------------------------------------------------------
 # Nothing leaves the machine by default: mail is written to EMAIL_FILE_PATH.
-EMAIL_PROVIDER = env.choice("EMAIL_PROVIDER", PROVIDERS, default="file")
-globals().update(email_settings(EMAIL_PROVIDER, env, base_dir=BASE_DIR))
+# EMAIL_PROVIDERS=ses,mailgun sends through several, in failover order.
+EMAIL_PROVIDERS = chosen_providers(env, default="file")
+globals().update(email_settings(EMAIL_PROVIDERS, env, base_dir=BASE_DIR))
 
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Acme <no-reply@acme.test>")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)

@@ -8,12 +8,18 @@ once, so a deployment fails at start-up rather than on the first mail.
 import copy
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, LOGGING, PROVIDERS
+from .base import BASE_DIR, LOGGING
 from .env import env
-from .providers import email_settings, required_variables
+from .providers import chosen_providers, email_settings, required_variables
 
-EMAIL_PROVIDER = env.choice("EMAIL_PROVIDER", PROVIDERS)
-env.require("SECRET_KEY", "ALLOWED_HOSTS", "EMAIL_PROVIDER", *required_variables(EMAIL_PROVIDER, env))
+# One provider (EMAIL_PROVIDER) or several in failover order (EMAIL_PROVIDERS).
+EMAIL_PROVIDERS = chosen_providers(env)
+env.require(
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    *(() if EMAIL_PROVIDERS else (("EMAIL_PROVIDER", "EMAIL_PROVIDERS"),)),
+    *(name for provider in EMAIL_PROVIDERS for name in required_variables(provider, env)),
+)
 
 # GENERAL
 # ------------------------------------------------------------------------------
@@ -23,7 +29,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 # EMAIL
 # ------------------------------------------------------------------------------
-globals().update(email_settings(EMAIL_PROVIDER, env, base_dir=BASE_DIR))
+globals().update(email_settings(EMAIL_PROVIDERS, env, base_dir=BASE_DIR))
 
 # SECURITY
 # ------------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """The ``EMAIL_PROVIDER`` switch: one table from provider name to settings.
 
 ``email_settings()`` turns the environment into the settings that make mail
-go out through the chosen provider. Each environment module applies it::
+go out through the chosen providers (``EMAIL_PROVIDERS=ses,mailgun`` for
+failover, or one ``EMAIL_PROVIDER``). Each environment module applies it::
 
-    EMAIL_PROVIDER = env.choice("EMAIL_PROVIDER", PROVIDERS, default="file")
-    globals().update(email_settings(EMAIL_PROVIDER, env, base_dir=BASE_DIR))
+    EMAIL_PROVIDERS = chosen_providers(env, default="file")
+    globals().update(email_settings(EMAIL_PROVIDERS, env, base_dir=BASE_DIR))
 
 Anymail reads its ``ANYMAIL`` dict; Django's own backends read ``EMAIL_*``.
-``EMAIL_BACKEND`` is always the outbox; ``TRANSACTIONAL_DELIVERY_BACKEND`` is
-the backend that really sends.
+``EMAIL_BACKEND`` is always the outbox; ``TRANSACTIONAL_PROVIDERS`` maps each
+provider to the backend that really sends (``TRANSACTIONAL_DELIVERY_BACKEND``
+is the primary's).
 """
 
 import re
@@ -231,36 +233,115 @@ def webhook_secrets(env: Env) -> list[str]:
     return secrets
 
 
-def email_settings(provider: str, env: Env, *, base_dir: Path) -> Settings:
-    """Return the mail settings for ``provider`` read from ``env``.
+def chosen_providers(env: Env, *, default: str = "") -> list[str]:
+    """Return the providers to send through, in failover order.
+
+    ``EMAIL_PROVIDERS=ses,mailgun`` names several (the first is the primary);
+    ``EMAIL_PROVIDER=ses`` one. An empty list means neither is set and there
+    is no default.
+    """
+    if not env.is_set("EMAIL_PROVIDERS"):
+        single = env.choice("EMAIL_PROVIDER", PROVIDERS, default=default)
+        return [single] if single else []
+    names = [name.lower() for name in env.list("EMAIL_PROVIDERS")]
+    if unknown := [name for name in names if name not in PROVIDERS]:
+        raise ImproperlyConfigured(
+            f"EMAIL_PROVIDERS names {', '.join(map(repr, unknown))}, not supported; "
+            f"choose from: {', '.join(PROVIDERS)}."
+        )
+    if len(set(names)) != len(names):
+        raise ImproperlyConfigured(f"EMAIL_PROVIDERS={env.str('EMAIL_PROVIDERS')!r} names a provider twice.")
+    if len(names) > 1 and (local := [name for name in names if name in DEVELOPMENT_PROVIDERS]):
+        # A failover to files or the console would report mail as sent that
+        # nobody ever receives.
+        raise ImproperlyConfigured(
+            f"EMAIL_PROVIDERS mixes {', '.join(local)} with real providers; "
+            f"{', '.join(DEVELOPMENT_PROVIDERS)} can only be used alone."
+        )
+    if env.is_set("EMAIL_PROVIDER") and env.str("EMAIL_PROVIDER").lower() != names[0]:
+        raise ImproperlyConfigured(
+            f"EMAIL_PROVIDER={env.str('EMAIL_PROVIDER')!r} disagrees with EMAIL_PROVIDERS="
+            f"{env.str('EMAIL_PROVIDERS')!r} (whose first entry is the primary); set only EMAIL_PROVIDERS."
+        )
+    return names
+
+
+#: ``14/s``, ``600/m``, ``10000/h``: messages per period (a bare number is per second).
+_RATE = re.compile(
+    r"(?P<count>[0-9]+(?:\.[0-9]+)?)\s*(?:/\s*(?P<unit>s|sec|second|m|min|minute|h|hour))?", re.I
+)
+_PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def rate_limits(env: Env, providers: list[str]) -> dict[str, float]:
+    """Parse ``TRANSACTIONAL_RATE_LIMITS`` (``ses=14/s,mailgun=100/s``) into messages per second."""
+    limits: dict[str, float] = {}
+    for item in env.list("TRANSACTIONAL_RATE_LIMITS"):
+        name, equals, rate = (part.strip() for part in item.partition("="))
+        name = name.lower()
+        match = _RATE.fullmatch(rate)
+        if not equals or not match or float(match["count"]) <= 0:
+            raise ImproperlyConfigured(
+                f"TRANSACTIONAL_RATE_LIMITS has {item!r}; write provider=rate, e.g. "
+                "ses=14/s,mailgun=6000/m (per s, m or h; a positive number)."
+            )
+        if name not in providers:
+            raise ImproperlyConfigured(
+                f"TRANSACTIONAL_RATE_LIMITS limits {name!r}, which is not among the providers "
+                f"mail goes through ({', '.join(providers)})."
+            )
+        if name in limits:
+            raise ImproperlyConfigured(f"TRANSACTIONAL_RATE_LIMITS limits {name!r} twice.")
+        unit = (match["unit"] or "s")[0].lower()
+        limits[name] = float(match["count"]) / _PERIOD_SECONDS[unit]
+    return limits
+
+
+def email_settings(provider: str | list[str], env: Env, *, base_dir: Path) -> Settings:
+    """Return the mail settings for ``provider`` (or several, in failover order) read from ``env``.
 
     Raises ImproperlyConfigured naming every missing variable at once.
     """
-    if provider not in PROVIDERS:
+    providers = [provider] if isinstance(provider, str) else list(provider)
+    if not providers:
+        raise ImproperlyConfigured("Set EMAIL_PROVIDER (or EMAIL_PROVIDERS for failover).")
+    variable = "EMAIL_PROVIDERS" if len(providers) > 1 else "EMAIL_PROVIDER"
+    for name in providers:
+        if name not in PROVIDERS:
+            raise ImproperlyConfigured(
+                f"{variable}={name!r} is not supported; choose one of: {', '.join(PROVIDERS)}."
+            )
+    absent = []
+    for name in providers:
+        absent += [a for a in env.missing(*required_variables(name, env)) if a not in absent]
+    if absent:
         raise ImproperlyConfigured(
-            f"EMAIL_PROVIDER={provider!r} is not supported; "
-            f"choose one of: {', '.join(PROVIDERS)}."
-        )
-    if absent := env.missing(*required_variables(provider, env)):
-        raise ImproperlyConfigured(
-            f"EMAIL_PROVIDER={provider} needs these environment variable(s): "
+            f"{variable}={','.join(providers)} needs these environment variable(s): "
             f"{', '.join(absent)}. See .env.example and docs/configuration.md."
         )
-    spec = PROVIDERS[provider]
     timeout = env.float("EMAIL_TIMEOUT", default=DEFAULT_EMAIL_TIMEOUT, minimum=0.1)
-    settings = spec.configure(env, timeout, base_dir)
+    settings: Settings = {}
+    anymail: Settings = {}
+    for name in providers:
+        values = PROVIDERS[name].configure(env, timeout, base_dir)
+        anymail.update(values.pop("ANYMAIL", {}))
+        settings.update(values)
     webhooks = webhook_settings(env)
-    settings["ANYMAIL"] = {
-        **settings.get("ANYMAIL", {}),
-        "REQUESTS_TIMEOUT": timeout,
-        **webhooks.pop("ANYMAIL"),
-    }
+    settings["ANYMAIL"] = {**anymail, "REQUESTS_TIMEOUT": timeout, **webhooks.pop("ANYMAIL")}
+    limits = rate_limits(env, providers)
     return {
         **webhooks,
-        "EMAIL_PROVIDER": provider,
-        "TRANSACTIONAL_DELIVERY_BACKEND": spec.backend,
+        "EMAIL_PROVIDER": providers[0],
+        # Name -> backend, in failover order (transactional/conf.py providers());
+        # with one provider TRANSACTIONAL_DELIVERY_BACKEND says it all.
+        **(
+            {"TRANSACTIONAL_PROVIDERS": {name: PROVIDERS[name].backend for name in providers}}
+            if len(providers) > 1 else {}
+        ),
+        **({"TRANSACTIONAL_RATE_LIMITS": limits} if limits else {}),
+        "TRANSACTIONAL_DELIVERY_BACKEND": PROVIDERS[providers[0]].backend,
         # send_mail() stores into the outbox; a worker delivers through the
-        # backend above.
+        # backends above.
         "EMAIL_BACKEND": OUTBOX_BACKEND,
         "EMAIL_TIMEOUT": timeout,
         **settings,

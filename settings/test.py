@@ -30,7 +30,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # The environment (or a .env file) must not change how the suite runs.
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "django_rq"]  # noqa: F405
-for _knob in ("TRANSACTIONAL_MAX_ATTEMPTS", "TRANSACTIONAL_RETRY_BASE_SECONDS"):
+for _knob in (
+    "TRANSACTIONAL_MAX_ATTEMPTS",
+    "TRANSACTIONAL_RETRY_BASE_SECONDS",
+    "TRANSACTIONAL_ALLOWED_RECIPIENTS",
+    "TRANSACTIONAL_REDIRECT_TO",
+):
     globals().pop(_knob, None)
 
 # Delivery runs in the test process, right after the sending transaction

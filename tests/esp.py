@@ -207,6 +207,12 @@ class SesApi:
     replies: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     requests: list[AWSPreparedRequest] = field(default_factory=list)
     clients: list[BaseClient] = field(default_factory=list)
+    #: GetAccount's reply (the outbox reads MaxSendRate for its rate limit).
+    account: tuple[int, dict[str, Any], dict[str, str]] = (
+        200, {"SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0}}, {}
+    )
+    account_requests: list[AWSPreparedRequest] = field(default_factory=list)
+    account_clients: list[BaseClient] = field(default_factory=list)
 
     def accepts(self, message_id: str = SES_MESSAGE_ID) -> None:
         """Queue SendEmail's success reply."""
@@ -219,12 +225,13 @@ class SesApi:
     def attach(self, client: BaseClient) -> None:
         """Answer this client's requests from the queued replies."""
         self.clients.append(client)
-        client.meta.events.register("before-send.sesv2", self._reply)
+        client.meta.events.register("before-send.sesv2", lambda request, **kw: self._reply(client, request))
 
     def only_client(self) -> BaseClient:
-        """Return the single sesv2 client anymail created."""
-        assert len(self.clients) == 1, self.clients
-        return self.clients[0]
+        """Return the single sesv2 client that sent mail (anymail's)."""
+        senders = [c for c in self.clients if c not in self.account_clients]
+        assert len(senders) == 1, senders
+        return senders[0]
 
     def only_request(self) -> AWSPreparedRequest:
         """Return the single HTTP request sent to SES."""
@@ -235,10 +242,15 @@ class SesApi:
         """Fail if a queued reply was never requested."""
         assert not self.replies, f"SES replies never requested: {self.replies}"
 
-    def _reply(self, request: AWSPreparedRequest, **kwargs: Any) -> AWSResponse:
-        self.requests.append(request)
-        assert self.replies, f"unexpected SES request {request.method} {request.url}"
-        status, body, headers = self.replies.pop(0)
+    def _reply(self, client: BaseClient, request: AWSPreparedRequest) -> AWSResponse:
+        if request.method == "GET" and request.url.endswith("/v2/email/account"):
+            self.account_requests.append(request)
+            self.account_clients.append(client)
+            status, body, headers = self.account
+        else:
+            self.requests.append(request)
+            assert self.replies, f"unexpected SES request {request.method} {request.url}"
+            status, body, headers = self.replies.pop(0)
         headers = {"Content-Type": "application/json", **headers}
         return AWSResponse(request.url, status, headers, _Body(json.dumps(body).encode()))
 

@@ -55,7 +55,7 @@ def test_missing_variables_are_named_all_at_once(tmp_path):
     assert result.returncode != 0
     assert (
         "ImproperlyConfigured: Missing required environment variable(s): "
-        "SECRET_KEY, ALLOWED_HOSTS, EMAIL_PROVIDER." in result.stderr
+        "SECRET_KEY, ALLOWED_HOSTS, EMAIL_PROVIDER or EMAIL_PROVIDERS." in result.stderr
     )
 
 

@@ -160,3 +160,26 @@ def check_sender_domain(app_configs, **kwargs) -> list[checks.CheckMessage]:
             id="transactional.W104",
         )
     ]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_staging_safety(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Warn while staging safety is on in a deployment, and report invalid staging settings."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from . import staging
+
+    try:
+        rules = staging.rules()
+    except ImproperlyConfigured as err:
+        return [checks.Error(str(err), id="transactional.E010")]
+    if settings.DEBUG or rules is None:
+        return []
+    return [
+        checks.Warning(
+            f"Staging safety is on: {staging.describe(rules)}.",
+            hint="These settings are meant for staging; a production deployment should unset "
+            "TRANSACTIONAL_ALLOWED_RECIPIENTS and TRANSACTIONAL_REDIRECT_TO.",
+            id="transactional.W010",
+        )
+    ]

@@ -27,6 +27,24 @@ DEFAULTS: dict[str, Any] = {
     "FAILURE_NOTICE_INTERVAL_SECONDS": 15 * 60,
     #: Dotted path of a function replacing retries.classify()'s rules.
     "CLASSIFIER": None,
+    # Several providers (failover order) and their limits; settings/providers.py
+    # fills these from EMAIL_PROVIDERS and TRANSACTIONAL_RATE_LIMITS.
+    #: Provider name -> dotted backend path. Unset: the one delivery backend.
+    "PROVIDERS": None,
+    #: Provider name -> messages per second (0: no limit). SES without an
+    #: entry is limited to its account's MaxSendRate.
+    "RATE_LIMITS": {},
+    #: "database", or "redis" (RQ's Redis); None: redis under TASKS_BACKEND=rq.
+    "RATE_LIMIT_STORE": None,
+    "ACCOUNT_RATE_REFRESH_SECONDS": 3600,
+    # The circuit breaker: this many transient failures within the window
+    # open it; after the cooldown one probe message may try again.
+    "BREAKER_FAILURES": 5,
+    "BREAKER_WINDOW_SECONDS": 60,
+    "BREAKER_COOLDOWN_SECONDS": 30,
+    # Staging safety (transactional/staging.py)
+    "ALLOWED_RECIPIENTS": (),
+    "REDIRECT_TO": (),
     # Webhooks
     "MAILGUN_MAX_AGE_SECONDS": 12 * 3600,
     "SNS_TOPIC_ARNS": (),
@@ -64,5 +82,13 @@ def delivery_backend() -> str:
 
 
 def provider_name() -> str:
-    """Return EMAIL_PROVIDER, or the delivery backend's module name without it."""
+    """Return the primary provider: EMAIL_PROVIDER, or the delivery backend's module name."""
     return getattr(settings, "EMAIL_PROVIDER", "") or delivery_backend().rsplit(".", 2)[-2]
+
+
+def providers() -> dict[str, str]:
+    """Return provider name -> dotted backend path, in failover order (primary first)."""
+    configured = get_setting("PROVIDERS")
+    if configured:
+        return dict(configured)
+    return {provider_name(): delivery_backend()}

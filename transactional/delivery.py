@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import getaddresses
@@ -19,10 +20,12 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import events, notifications, retries
-from .conf import delivery_backend, get_setting, provider_name
-from .exceptions import ProviderConfigurationError
+from . import events, notifications, retries, staging
+from .breaker import Breakers
+from .conf import get_setting, provider_name, providers
+from .exceptions import ProviderConfigurationError, ProvidersUnavailable
 from .models import Attempt, Message, Recipient, normalize_address
+from .ratelimit import Limiter
 from .serialization import deserialize
 from .suppression import suppressed_among
 
@@ -44,9 +47,11 @@ ANYMAIL_RECIPIENT_STATUS = {
 
 def require_no_loop() -> None:
     """Refuse a delivery backend that would put mail back into the outbox."""
-    if delivery_backend() == OUTBOX_BACKEND:
+    looping = [name for name, backend in providers().items() if backend == OUTBOX_BACKEND]
+    if looping:
         raise ProviderConfigurationError(
-            f"TRANSACTIONAL_DELIVERY_BACKEND is {OUTBOX_BACKEND!r}, the outbox itself: "
+            f"The delivery backend of {', '.join(looping)} (TRANSACTIONAL_DELIVERY_BACKEND or "
+            f"TRANSACTIONAL_PROVIDERS) is {OUTBOX_BACKEND!r}, the outbox itself: "
             "mail would loop forever. Set EMAIL_BACKEND to the outbox and "
             "TRANSACTIONAL_DELIVERY_BACKEND to the backend that really sends "
             "(EMAIL_PROVIDER does this for you)."
@@ -59,9 +64,13 @@ class Result:
 
     message_id: int
     claimed_at: datetime
+    provider: str = ""
     error: BaseException | None = None
     #: normalized address -> (our status, ESP message id)
     recipients: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Staging safety: original addresses redirected, or blocked (normalized).
+    redirected: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +79,10 @@ class Claimed:
 
     message: Message
     excluded: set[str]
+    #: Providers already called for this attempt (failover order).
+    tried: list[str] = field(default_factory=list)
+    #: The transient failure that moved it on, recorded on its attempt row.
+    last_error: "Result | None" = None
 
 
 #: Set while this thread runs deliver_due(), so an inline (immediate) task
@@ -86,35 +99,52 @@ def deliver_due(*, limit: int | None = None) -> int:
 
     Claims a batch whenever fewer than TRANSACTIONAL_CONCURRENCY calls are
     waiting, so the pool never idles between batches, and records results
-    in groups as they complete. A run stops claiming after
-    TRANSACTIONAL_RUN_SECONDS and kicks a fresh one if mail is still due, so
-    one task never holds a worker (or a shutdown) for long.
+    in groups as they complete. A transient failure moves the message to
+    the next provider whose circuit breaker is closed; a rate-limited
+    provider's calls wait for their slot in the sender threads. A run stops
+    claiming after TRANSACTIONAL_RUN_SECONDS and kicks a fresh one if mail
+    is still due, so one task never holds a worker (or a shutdown) for long.
     """
     require_no_loop()
-    from .tasks import kick
+    rules = staging.rules()  # a bad allow-list stops here, before anything is claimed
+    from .tasks import kick, kick_at
 
     batch_size, concurrency = get_setting("BATCH_SIZE"), get_setting("CONCURRENCY")
     deadline = time.monotonic() + get_setting("RUN_SECONDS")
-    senders = _Senders()
+    backends = providers()
+    breakers = Breakers(list(backends))
+    limiter = Limiter(list(backends))
+    senders = _Senders(backends, rules)
     sent = handled = 0
     claiming, pending = True, set()
+    ready: deque[Claimed] = deque()
     RUNNING.active = True
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="deliver") as pool:
-            while claiming or pending:
-                if claiming and len(pending) < concurrency:
-                    size = batch_size if limit is None else min(batch_size, limit - handled)
-                    batch = claim(size) if size > 0 else []
-                    handled += len(batch)
-                    pending |= {pool.submit(senders.send, item) for item in _prepare(batch)}
-                    if not batch:
-                        claiming = False  # nothing more is due now
-                    elif len(batch) == size:
-                        kick()  # more may be due: let another worker help
+            while claiming or pending or ready:
+                if claiming and not ready and len(pending) < concurrency:
+                    if not breakers.any_usable():
+                        claiming = False  # nothing may be sent before a breaker's probe
+                        if reopens := breakers.reopens_at():
+                            kick_at(reopens)
+                    else:
+                        primary = breakers.first_usable()
+                        size = limiter.claim_size(batch_size, primary)
+                        size = size if limit is None else min(size, limit - handled)
+                        batch = claim(size, provider=primary) if size > 0 else []
+                        handled += len(batch)
+                        ready.extend(_prepare(batch, rules))
+                        if not batch:
+                            claiming = False  # nothing more is due now
+                        elif len(batch) == size:
+                            kick()  # more may be due: let another worker help
+                sent += _submit(pool, senders, breakers, limiter, ready, pending, concurrency)
                 if not pending:
                     continue
                 done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                sent += record_many([future.result() for future in done])
+                finished = _judge([future.result() for future in done], breakers, ready)
+                breakers.flush()
+                sent += record_many(finished)
                 if claiming and time.monotonic() > deadline:
                     claiming = False
                     RUNNING.active = False
@@ -125,8 +155,94 @@ def deliver_due(*, limit: int | None = None) -> int:
     return sent
 
 
-def claim(limit: int) -> list[Message]:
-    """Atomically move up to ``limit`` due messages to ``sending``; return them."""
+def _submit(pool, senders: "_Senders", breakers: Breakers, limiter: Limiter,
+            ready: deque, pending: set, concurrency: int) -> int:
+    """Hand ready messages to the pool, each to the provider it should try next.
+
+    Returns how many were sent: none here, but a message no provider may take
+    now is recorded as waiting for the breakers.
+    """
+    calls: dict[str, list[Claimed]] = {}
+    unavailable = []
+    while ready and len(pending) + sum(map(len, calls.values())) < concurrency:
+        item = ready.popleft()
+        provider = breakers.choose(item.tried)
+        if provider is None:
+            unavailable.append(item)
+        else:
+            calls.setdefault(provider, []).append(item)
+    for provider, items in calls.items():
+        starts = limiter.reserve(provider, len(items))
+        if items[0].tried:  # a failover: its attempt row moves to this provider
+            _fail_over(items, provider)
+        for item, start in zip(items, starts):
+            item.tried.append(provider)
+            pending.add(pool.submit(senders.send, item, provider, start))
+    if unavailable:
+        error = ProvidersUnavailable(breakers.unavailable_reason(), retry_at=breakers.reopens_at())
+        # A message that failed over to nobody keeps the failure it had.
+        record_many([
+            i.last_error or Result(i.message.pk, i.message.claimed_at, provider_name(), error)
+            for i in unavailable
+        ])
+    return 0
+
+
+def _judge(results: list[Result], breakers: Breakers, ready: deque) -> list[Result]:
+    """Count each call on its provider's breaker; fail over transient failures.
+
+    Returns the results to record: successes, permanent failures, and
+    transient ones with no provider left to try.
+    """
+    finished = []
+    for result, item in results:
+        if result.error is None:
+            breakers.answered(result.provider)
+            finished.append(result)
+            continue
+        verdict = retries.classify(result.error)
+        if not verdict.transient:
+            breakers.answered(result.provider)
+            finished.append(result)
+            continue
+        breakers.failed(result.provider, _error_text(result.error))
+        if len(item.tried) < len(breakers.order):
+            item.last_error = result  # recorded on its attempt row when it moves on
+            ready.appendleft(item)
+        else:
+            finished.append(result)
+    return finished
+
+
+def _fail_over(items: list[Claimed], provider: str) -> None:
+    """Close each message's attempt row on the provider that failed; open one on ``provider``."""
+    now = timezone.now()
+    with transaction.atomic():
+        for item in items:
+            failed = item.last_error
+            Attempt.objects.filter(message_id=item.message.pk, outcome=Attempt.Outcome.SENDING).update(
+                outcome=Attempt.Outcome.FAILOVER, finished_at=now, provider=failed.provider,
+                error_type=type(failed.error).__name__, error=_error_text(failed.error),
+                status_code=retries.classify(failed.error).status_code,
+            )
+            logger.warning("Message %s: %s failed (%s); trying %s", item.message.pk,
+                           failed.provider, _error_text(failed.error), provider)
+        Attempt.objects.bulk_create(
+            Attempt(message_id=i.message.pk, number=i.message.attempts, provider=provider, started_at=now)
+            for i in items
+        )
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
+
+
+def claim(limit: int, *, provider: str | None = None) -> list[Message]:
+    """Atomically move up to ``limit`` due messages to ``sending``; return them.
+
+    Higher priority first. Each gets an attempt row on ``provider`` (the one
+    it will most likely go to; a failover adds another row).
+    """
     now = timezone.now()
     with transaction.atomic():
         ids = list(
@@ -142,17 +258,21 @@ def claim(limit: int) -> list[Message]:
         messages = list(
             Message.objects.filter(pk__in=ids, status=Message.Status.SENDING, claimed_at=now)
             .prefetch_related("recipients")
-            .order_by("next_attempt_at", "pk")
+            .order_by("priority", "next_attempt_at", "pk")
         )
-        provider = provider_name()
+        provider = provider or provider_name()
         Attempt.objects.bulk_create(
             Attempt(message=m, number=m.attempts, provider=provider, started_at=now) for m in messages
         )
     return messages
 
 
-def _prepare(batch: list[Message]) -> list[Claimed]:
-    """Re-check the suppression list (a complaint may have come in since enqueue)."""
+def _prepare(batch: list[Message], rules: "staging.Rules | None" = None) -> list[Claimed]:
+    """Re-check the suppression list (a complaint may have come in since enqueue).
+
+    Staging safety is decided here, at the last moment, so mail queued
+    before it was switched on (or restored from a production dump) obeys it.
+    """
     addresses = {r.address for m in batch if not m.bypass_suppression for r in m.recipients.all()}
     newly = suppressed_among(addresses)
     claimed = []
@@ -171,45 +291,52 @@ def _prepare(batch: list[Message]) -> list[Claimed]:
 
 
 class _Senders:
-    """One open provider connection per thread, closed at the end of the run."""
+    """One open connection per provider and thread, closed at the end of the run."""
 
-    def __init__(self) -> None:
+    def __init__(self, backends: dict[str, str], rules: "staging.Rules | None" = None) -> None:
         self._local = threading.local()
         self._connections: list = []
         self._lock = threading.Lock()
-        self.backend = delivery_backend()
+        self.backends = backends
+        self.rules = rules
 
-    def connection(self):
-        connection = getattr(self._local, "connection", None)
+    def connection(self, provider: str):
+        connections = self._local.__dict__.setdefault("connections", {})
+        connection = connections.get(provider)
         if connection is None:
-            connection = get_connection(self.backend, fail_silently=False)
+            connection = get_connection(self.backends[provider], fail_silently=False)
             connection.open()
-            self._local.connection = connection
+            connections[provider] = connection
             with self._lock:
                 self._connections.append(connection)
         return connection
 
-    def send(self, claimed: Claimed) -> Result:
+    def send(self, claimed: Claimed, provider: str, start: float) -> tuple[Result, Claimed]:
         message = claimed.message
-        result = Result(message.pk, message.claimed_at)
+        result = Result(message.pk, message.claimed_at, provider)
         try:
+            if (delay := start - time.monotonic()) > 0:
+                time.sleep(delay)  # this provider's rate-limit slot
             email = _rebuild(message, claimed.excluded)
+            if email is not None and self.rules is not None:
+                outcome = staging.apply(email, self.rules)
+                email, result.redirected, result.blocked = outcome.email, outcome.redirected, outcome.blocked
             if email is None:
-                return result  # nobody left to send to
-            self.connection().send_messages([email])
-        except Exception as error:  # classified by retries.classify() when recorded
+                return result, claimed  # nobody left to send to
+            self.connection(provider).send_messages([email])
+        except Exception as error:  # classified by retries.classify() when judged
             result.error = error
-            self._local.connection = None  # a failed connection may be broken
-            return result
+            self._local.__dict__.get("connections", {}).pop(provider, None)  # may be broken
+            return result, claimed
         result.recipients = _recipient_results(email, message)
-        return result
+        return result, claimed
 
     def close(self) -> None:
-        for connection in self._connections:
+        for open_connection in self._connections:
             try:
-                connection.close()
+                open_connection.close()
             except Exception:  # closing a broken connection is best effort
-                logger.debug("Error closing %s connection", self.backend, exc_info=True)
+                logger.debug("Error closing %s", type(open_connection).__name__, exc_info=True)
 
 
 def _rebuild(message: Message, excluded: set[str]):
@@ -272,27 +399,56 @@ def _record_successes(results: list[Result]) -> int:
             logger.warning("Message %s was re-claimed before its result was recorded", result.message_id)
     if not live:
         return 0
+    by_provider: dict[str, list[int]] = {}
+    for result in live:
+        by_provider.setdefault(result.provider, []).append(result.message_id)
     ids = [r.message_id for r in live]
-    by_message = {r.message_id: r.recipients for r in live}
+    by_message = {r.message_id: r for r in live}
     with transaction.atomic():
-        Message.objects.filter(pk__in=ids, status=Message.Status.SENDING).update(
-            status=Message.Status.SENT, sent_at=now, last_error="", next_attempt_at=None,
-            claimed_at=None, provider=provider_name(), updated_at=now,
-        )
-        Attempt.objects.filter(message_id__in=ids, outcome=Attempt.Outcome.SENDING).update(
-            outcome=Attempt.Outcome.SENT, finished_at=now
-        )
-        recipients = [
-            r for r in Recipient.objects.filter(message_id__in=ids).only("pk", "message_id", "address")
-            if r.address in by_message[r.message_id]
-        ]
-        for recipient in recipients:
-            recipient.status, recipient.esp_message_id = by_message[recipient.message_id][recipient.address]
+        for provider, provider_ids in by_provider.items():
+            Message.objects.filter(pk__in=provider_ids, status=Message.Status.SENDING).update(
+                status=Message.Status.SENT, sent_at=now, last_error="", next_attempt_at=None,
+                claimed_at=None, provider=provider, updated_at=now,
+            )
+            Attempt.objects.filter(message_id__in=provider_ids, outcome=Attempt.Outcome.SENDING).update(
+                outcome=Attempt.Outcome.SENT, finished_at=now, provider=provider
+            )
+        rows = list(Recipient.objects.filter(message_id__in=ids).only("pk", "message_id", "address", "status"))
+        recipients = _apply_results(rows, by_message)
         _update_recipients(recipients, now)
-        events.link_pending(recipients)  # webhooks that beat this commit
-    for message_id in ids:
-        logger.info("Sent message %s via %s", message_id, provider_name())
+        events.link_pending([r for r in recipients if r.esp_message_id])  # webhooks that beat this commit
+    for result in live:
+        logger.info("Sent message %s via %s", result.message_id, result.provider)
     return len(live)
+
+
+def _apply_results(rows: list[Recipient], by_message: dict[int, Result]) -> list[Recipient]:
+    """Set each recipient's status and ESP id from its call; return the rows to write.
+
+    A staging redirect target that is not a recipient yet gets a row, so its
+    ESP events link to it.
+    """
+    changed, seen = [], set()
+    for row in rows:
+        result = by_message[row.message_id]
+        seen.add((row.message_id, row.address))
+        if row.address in result.recipients:
+            row.status, row.esp_message_id = result.recipients[row.address]
+        elif row.address in result.redirected:
+            row.status, row.esp_message_id = Recipient.Status.REDIRECTED, ""
+        elif row.address in result.blocked:
+            row.status, row.esp_message_id = Recipient.Status.BLOCKED, ""
+        else:
+            continue
+        changed.append(row)
+    added = [
+        Recipient(message_id=result.message_id, address=address, kind=Recipient.Kind.TO,
+                  status=status, esp_message_id=esp_id)
+        for result in by_message.values()
+        for address, (status, esp_id) in result.recipients.items()
+        if (result.message_id, address) not in seen
+    ]
+    return changed + Recipient.objects.bulk_create(added)
 
 
 def _update_recipients(recipients: list[Recipient], now: datetime) -> None:
@@ -321,20 +477,42 @@ def record(result: Result) -> int:
         logger.warning("Message %s was re-claimed before its result was recorded", result.message_id)
         return 0
     with transaction.atomic():
-        if result.error is None and not result.recipients:
-            _finish(message, Message.Status.SUPPRESSED, Attempt.Outcome.SUPPRESSED, now,
-                    error="Every recipient is on the suppression list.")
-            return 0
-        _record_failure(message, result.error, now)
+        if result.error is None:
+            _record_nobody_left(message, result, now)
+        else:
+            _record_failure(message, result.error, now, provider=result.provider)
     return 0
 
 
-def _record_failure(message: Message, error: BaseException, now: datetime) -> None:
-    verdict = retries.classify(error)
-    text = f"{type(error).__name__}: {error}".strip()
+def _record_nobody_left(message: Message, result: Result, now: datetime) -> None:
+    """Every recipient was suppressed, or blocked by staging safety: nothing was sent."""
+    if result.blocked:
+        Recipient.objects.filter(message=message, address__in=result.blocked).update(
+            status=Recipient.Status.BLOCKED, updated_at=now
+        )
+        error = ("Every recipient is suppressed or outside TRANSACTIONAL_ALLOWED_RECIPIENTS "
+                 f"(blocked: {', '.join(result.blocked)}).")
+        _finish(message, Message.Status.BLOCKED, Attempt.Outcome.SUPPRESSED, now, error=error,
+                provider=result.provider)
+        logger.warning("Message %s not sent: %s", message.pk, error)
+        return
+    _finish(message, Message.Status.SUPPRESSED, Attempt.Outcome.SUPPRESSED, now,
+            error="Every recipient is on the suppression list.", provider=result.provider)
+
+
+def _verdict(error: BaseException) -> retries.Verdict:
+    if isinstance(error, ProvidersUnavailable):
+        wait = (error.retry_at - timezone.now()).total_seconds() if error.retry_at else None
+        return retries.Verdict(transient=True, retry_after=max(wait or 0.0, 1.0))
+    return retries.classify(error)
+
+
+def _record_failure(message: Message, error: BaseException, now: datetime, *, provider: str = "") -> None:
+    verdict = _verdict(error)
+    text = _error_text(error)
     out_of_attempts = message.attempts >= get_setting("MAX_ATTEMPTS")
     too_old = message.created_at < now - timedelta(seconds=get_setting("MAX_AGE_SECONDS"))
-    attempt = {"error_type": type(error).__name__, "status_code": verdict.status_code}
+    attempt = {"error_type": type(error).__name__, "status_code": verdict.status_code, "provider": provider}
     if verdict.transient and not out_of_attempts and not too_old:
         retry_at = retries.next_attempt_at(message.attempts, retry_after=verdict.retry_after)
         _finish(message, Message.Status.RETRYING, Attempt.Outcome.RETRY, now, error=text,
@@ -358,15 +536,16 @@ def _record_failure(message: Message, error: BaseException, now: datetime) -> No
 
 def _finish(message: Message, status: str, outcome: str, now: datetime, *, error: str = "",
             next_attempt_at: datetime | None = None, sent_at: datetime | None = None,
-            error_type: str = "", status_code: int | None = None) -> None:
+            error_type: str = "", status_code: int | None = None, provider: str = "") -> None:
+    provider = provider or provider_name()
     fields = {"status": status, "last_error": error, "next_attempt_at": next_attempt_at,
-              "claimed_at": None, "provider": provider_name(), "updated_at": now}
+              "claimed_at": None, "provider": provider, "updated_at": now}
     if sent_at:
         fields["sent_at"] = sent_at
     Message.objects.filter(pk=message.pk, status=Message.Status.SENDING, claimed_at=message.claimed_at).update(**fields)
-    Attempt.objects.filter(message=message, number=message.attempts).update(
+    Attempt.objects.filter(message=message, number=message.attempts, outcome=Attempt.Outcome.SENDING).update(
         outcome=outcome, finished_at=now, error_type=error_type, error=error if outcome != "sent" else "",
-        status_code=status_code,
+        status_code=status_code, provider=provider,
     )
 
 

@@ -25,3 +25,11 @@ class ProviderConfigurationError(ImproperlyConfigured):
 
     Not a TransactionalError, so that nothing catching ours swallows it.
     """
+
+
+class ProvidersUnavailable(DeliveryError):
+    """Every provider's circuit breaker is open; the message waits for a probe."""
+
+    def __init__(self, message: str, *, retry_at=None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at

@@ -42,11 +42,11 @@ def address_hash(address: str) -> str:
 
 class MessageQuerySet(models.QuerySet):
     def due(self, now: datetime | None = None) -> "MessageQuerySet":
-        """Messages a worker may claim now, oldest due first."""
+        """Messages a worker may claim now: higher priority first, then oldest due."""
         now = now or timezone.now()
         return self.filter(
             status__in=Message.WAITING, next_attempt_at__lte=now
-        ).order_by("next_attempt_at", "pk")
+        ).order_by("priority", "next_attempt_at", "pk")
 
     def queued(self) -> "MessageQuerySet":
         return self.filter(status=Message.Status.QUEUED)
@@ -77,14 +77,26 @@ class Message(models.Model):
         """Every recipient is on the suppression list; never sent."""
         CANCELLED = "cancelled", "cancelled"
         """Cancelled by an operator before it was sent."""
+        BLOCKED = "blocked", "blocked"
+        """Every recipient is outside TRANSACTIONAL_ALLOWED_RECIPIENTS (staging); never sent."""
+
+    class Priority(models.IntegerChoices):
+        """Claim order: a password reset goes out before a queue of newsletters."""
+
+        HIGH = 0, "high"
+        NORMAL = 1, "normal"
+        LOW = 2, "low"
 
     #: Statuses a worker may claim from.
     WAITING = (Status.QUEUED, Status.RETRYING)
     #: Statuses nothing will change any more.
-    FINISHED = (Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED)
+    FINISHED = (Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, Status.BLOCKED)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    provider = models.CharField(max_length=32, blank=True, help_text="EMAIL_PROVIDER of the last attempt.")
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    provider = models.CharField(
+        max_length=32, blank=True, help_text="The provider that sent it (or was tried last)."
+    )
     from_email = models.TextField()
     subject = models.TextField(blank=True)
     message_id = models.CharField(
@@ -112,9 +124,9 @@ class Message(models.Model):
         ordering = ["-created_at", "-pk"]
         indexes = [
             models.Index(
-                fields=["next_attempt_at", "id"],
+                fields=["priority", "next_attempt_at", "id"],
                 condition=Q(status__in=["queued", "retrying"]),
-                name="message_due_idx",
+                name="message_due_priority_idx",
             ),
             models.Index(
                 fields=["claimed_at"], condition=Q(status="sending"), name="message_sending_idx"
@@ -147,6 +159,8 @@ class Recipient(models.Model):
         REJECTED = "rejected", "rejected"
         FAILED = "failed", "failed"
         SUPPRESSED = "suppressed", "suppressed"
+        REDIRECTED = "redirected", "redirected (staging)"
+        BLOCKED = "blocked", "blocked (staging)"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="recipients")
     address = models.CharField(max_length=320, db_index=True, help_text="Normalized address.")
@@ -163,12 +177,17 @@ class Recipient(models.Model):
 
 
 class Attempt(models.Model):
-    """One try at handing a message to the provider."""
+    """One provider call for a message.
+
+    ``number`` is the delivery attempt it belongs to: a transient failure that
+    fails over to the next provider adds a row with the same number.
+    """
 
     class Outcome(models.TextChoices):
         SENDING = "sending", "in progress"
         SENT = "sent", "sent"
         RETRY = "retry", "transient failure, will retry"
+        FAILOVER = "failover", "transient failure, tried the next provider"
         FAILED = "failed", "permanent failure"
         SUPPRESSED = "suppressed", "all recipients suppressed"
         ABANDONED = "abandoned", "lease expired (worker died?)"
@@ -305,3 +324,39 @@ class OutboxState(models.Model):
     def get(cls) -> "OutboxState":
         state, _ = cls.objects.get_or_create(pk=1)
         return state
+
+
+class ProviderState(models.Model):
+    """One provider's circuit breaker and rate-limit clock, shared by every worker."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "closed: sending"
+        """Healthy: mail goes through it."""
+        OPEN = "open", "open: skipped"
+        """Too many transient failures: skipped until ``retry_at``."""
+        HALF_OPEN = "half_open", "half-open: one probe"
+        """One worker is sending one message to see whether it recovered."""
+
+    provider = models.CharField(max_length=32, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    failures = models.PositiveIntegerField(default=0, help_text="Transient failures in the current window.")
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="Open: when a probe may go. Half-open: when the probe's lease ends."
+    )
+    last_error = models.TextField(blank=True)
+    # The rate limiter's clock: epoch seconds (database clock) of the next free slot.
+    next_slot = models.FloatField(default=0.0)
+    account_rate = models.FloatField(
+        null=True, blank=True, help_text="Messages per second the provider account allows (SES MaxSendRate)."
+    )
+    account_rate_checked_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider"]
+        verbose_name = "provider"
+
+    def __str__(self) -> str:
+        return f"{self.provider} ({self.state})"

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 #: Attributes callers may set on a message to steer the outbox (not sent on).
 IDEMPOTENCY_KEY = "idempotency_key"
 BYPASS_SUPPRESSION = "bypass_suppression"
+PRIORITY = "priority"
 
 
 def enqueue(messages: Sequence[EmailMessage]) -> int:
@@ -53,6 +54,7 @@ def _store(email: EmailMessage) -> bool:
         logger.info("Not sending again: idempotency key %r was accepted before", key)
         return True
 
+    priority = _priority(email)
     email = _with_message_id(email)
     limit = get_setting("MAX_MESSAGE_BYTES")
     size = _size_upper_bound(email)
@@ -76,6 +78,7 @@ def _store(email: EmailMessage) -> bool:
     send_at = _send_at(email)
     message = Message(
         status=Message.Status.SUPPRESSED if everyone_suppressed else Message.Status.QUEUED,
+        priority=priority,
         from_email=email.from_email,
         subject=email.subject,
         message_id=email.extra_headers["Message-ID"],
@@ -186,6 +189,22 @@ def _recipients(email: EmailMessage) -> list[Recipient]:
             if address:
                 rows.append(Recipient(address=normalize_address(address), kind=kind))
     return rows
+
+
+def _priority(email: EmailMessage) -> int:
+    """Return the message's ``priority`` attribute ("high", "normal", "low") as stored."""
+    value = getattr(email, PRIORITY, None)
+    if value is None:
+        return Message.Priority.NORMAL
+    if isinstance(value, Message.Priority):
+        return value
+    names = {label: number for number, label in Message.Priority.choices}
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names[value.strip().lower()]
+    raise ValueError(
+        f"Message {email.subject!r} has priority={value!r}; use one of "
+        f"{', '.join(map(repr, names))} (or transactional.models.Message.Priority)."
+    )
 
 
 def _send_at(email: EmailMessage) -> datetime | None:

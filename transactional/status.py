@@ -46,7 +46,10 @@ PRECEDENCE: tuple[str, ...] = (
     # The recipient's own verdict outranks every delivery fact.
     Status.UNSUBSCRIBED,
     Status.COMPLAINED,
-    # Never sent (the outbox skipped the address): no event applies.
+    # Never sent (the outbox skipped the address, or staging safety sent it
+    # elsewhere): no event applies.
+    Status.REDIRECTED,
+    Status.BLOCKED,
     Status.SUPPRESSED,
 )
 

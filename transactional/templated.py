@@ -24,7 +24,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.template import Context, Engine, Template, TemplateDoesNotExist
 
 from .html_text import html_to_text, tidy_text
-from .outbox import BYPASS_SUPPRESSION, IDEMPOTENCY_KEY
+from .outbox import BYPASS_SUPPRESSION, IDEMPOTENCY_KEY, PRIORITY
 from .serialization import ANYMAIL_ATTRIBUTES
 
 #: Folder, under any template directory, that holds one folder per mail.
@@ -32,7 +32,7 @@ TEMPLATE_ROOT = "emails"
 SUBJECT, TEXT, HTML = "subject.txt", "body.txt", "body.html"
 
 #: Attributes send_templated() sets on the message: anymail's and the outbox's.
-MESSAGE_ATTRIBUTES = frozenset(ANYMAIL_ATTRIBUTES) | {IDEMPOTENCY_KEY, BYPASS_SUPPRESSION}
+MESSAGE_ATTRIBUTES = frozenset(ANYMAIL_ATTRIBUTES) | {IDEMPOTENCY_KEY, BYPASS_SUPPRESSION, PRIORITY}
 
 
 def send_templated(
@@ -55,8 +55,8 @@ def send_templated(
     """Render the templated mail ``name`` and send it; return 1 if it was accepted, else 0.
 
     ``attributes`` are anymail's message attributes (``track_clicks``,
-    ``send_at``, ...) and the outbox's ``idempotency_key`` and
-    ``bypass_suppression``.
+    ``send_at``, ...) and the outbox's ``idempotency_key``,
+    ``bypass_suppression`` and ``priority`` ("high", "normal", "low").
     """
     if tags is not None:
         attributes["tags"] = list(tags)

@@ -9,18 +9,9 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from transactional.migration_ops import AddIndexConcurrentlyOnPostgreSQL
+
 OLD_INDEX = "transactional_event_message_id_03a72dab"
-
-
-class AddIndexConcurrentlyOnPostgreSQL(migrations.AddIndex):
-    """AddIndex, built without blocking writes where the database can (PostgreSQL)."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor != "postgresql":
-            return super().database_forwards(app_label, schema_editor, from_state, to_state)
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.add_index(model, self.index, concurrently=True)
 
 
 class Migration(migrations.Migration):
