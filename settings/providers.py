@@ -274,16 +274,22 @@ _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
 def rate_limits(env: Env, providers: list[str]) -> dict[str, float]:
-    """Parse ``TRANSACTIONAL_RATE_LIMITS`` (``ses=14/s,mailgun=100/s``) into messages per second."""
+    """Parse ``TRANSACTIONAL_RATE_LIMITS`` (``ses=14/s,mailgun=100/s``) into messages per second.
+
+    ``off`` (stored as 0) means no limit; for SES it also skips reading the
+    account's MaxSendRate.
+    """
     limits: dict[str, float] = {}
     for item in env.list("TRANSACTIONAL_RATE_LIMITS"):
         name, equals, rate = (part.strip() for part in item.partition("="))
         name = name.lower()
         match = _RATE.fullmatch(rate)
-        if not equals or not match or float(match["count"]) <= 0:
+        if equals and rate.lower() == "off":  # no limit; for SES: don't read the account's
+            match = _RATE.fullmatch("0")
+        elif not equals or not match or float(match["count"]) <= 0:
             raise ImproperlyConfigured(
                 f"TRANSACTIONAL_RATE_LIMITS has {item!r}; write provider=rate, e.g. "
-                "ses=14/s,mailgun=6000/m (per s, m or h; a positive number)."
+                "ses=14/s,mailgun=6000/m (a positive number per s, m or h; off for no limit)."
             )
         if name not in providers:
             raise ImproperlyConfigured(

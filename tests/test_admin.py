@@ -304,3 +304,56 @@ def test_deleting_suppressions_in_bulk_is_logged(admin_client, caplog):
         "Removed a@example.com from the suppression list (by admin)",
         "Removed b@example.com from the suppression list (by admin)",
     ]
+
+
+# -- Providers: breakers and rate limits -------------------------------------
+
+PROVIDERS_PAGE = reverse("admin:transactional_providerstate_changelist")
+
+
+def test_the_providers_page_shows_each_breaker_its_place_and_rate(admin_client, settings):
+    from transactional.models import ProviderState
+
+    settings.TRANSACTIONAL_PROVIDERS = {"mailgun": "anymail.backends.mailgun.EmailBackend",
+                                        "ses": "anymail.backends.amazon_ses.EmailBackend"}
+    settings.TRANSACTIONAL_RATE_LIMITS = {"mailgun": 100}
+    ProviderState.objects.create(provider="mailgun", state="open", failures=5,
+                                 last_error="AnymailRequestsAPIError: Mailgun API response 503")
+    ProviderState.objects.create(provider="ses", account_rate=14)
+
+    page = admin_client.get(PROVIDERS_PAGE).content.decode()
+
+    assert "open: skipped" in page and "closed: sending" in page
+    assert "primary" in page and "2." in page
+    assert "100/s (TRANSACTIONAL_RATE_LIMITS)" in page
+    assert "14/s (the SES account&#x27;s MaxSendRate)" in page
+    assert "Mailgun API response 503" in page
+
+
+def test_an_operator_can_close_a_breaker_but_not_edit_the_row(admin_client):
+    from transactional.models import ProviderState
+
+    state = ProviderState.objects.create(provider="mailgun", state="open", failures=5, retry_at=timezone.now())
+
+    response = admin_client.post(PROVIDERS_PAGE, {"action": "close_breaker", "_selected_action": [state.pk]})
+
+    assert response.status_code == 302
+    state.refresh_from_db()
+    assert (state.state, state.failures, state.retry_at) == ("closed", 0, None)
+    change = reverse("admin:transactional_providerstate_change", args=[state.pk])
+    page = admin_client.get(change).content.decode()
+    assert 'name="_save"' not in page
+    assert admin_client.post(change, {"state": "open"}).status_code == 403
+
+
+def test_the_message_list_filters_by_priority(admin_client, outbox):
+    from django.core.mail import EmailMessage
+
+    urgent = EmailMessage("Reset your password", "Click", "security@acme.test", ["ann@example.com"])
+    urgent.priority = "high"
+    urgent.send()
+    EmailMessage("Newsletter", "News", "news@acme.test", ["bob@example.com"]).send()
+
+    page = admin_client.get(MESSAGES, {"priority__exact": Message.Priority.HIGH}).content.decode()
+
+    assert "Reset your password" in page and "Newsletter" not in page

@@ -186,3 +186,37 @@ def test_every_check_has_an_id_and_a_hint(production):
 
     assert sorted(set(ids(found))) == [f"transactional.W10{n}" for n in (1, 2, 3, 4)]
     assert all(message.hint and isinstance(message, checks.Warning) for message in found)
+
+
+# -- Several providers -------------------------------------------------------
+
+
+def test_webhook_checks_cover_every_provider_mail_may_fail_over_to(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_PROVIDERS = {"ses": PROVIDERS["ses"].backend, "mailgun": PROVIDERS["mailgun"].backend}
+    settings.ANYMAIL = {"WEBHOOK_SECRET": ["anymail:secret"]}
+    settings.TRANSACTIONAL_SNS_TOPIC_ARNS = []
+
+    found = ids(run_checks(include_deployment_checks=True))
+
+    assert "transactional.W202" in found  # Mailgun, the secondary, has no signing key
+    assert "transactional.W204" in found  # SES, the primary, has no topic allow-list
+
+
+def test_a_provider_backend_looping_into_the_outbox_is_an_error(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_PROVIDERS = {"mailgun": PROVIDERS["mailgun"].backend,
+                                        "smtp": "transactional.backends.EmailBackend"}
+
+    assert "transactional.E002" in ids(run_checks())
+
+
+@pytest.mark.parametrize("limits", [{"sendgrid": 10}, {"locmem": -1}, "locmem=1/s"])
+def test_bad_rate_limits_are_an_error(settings, limits):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_RATE_LIMITS = limits
+
+    assert "transactional.E011" in ids(run_checks())

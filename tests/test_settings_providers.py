@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from settings.env import Env
-from settings.providers import PROVIDERS, email_settings
+from settings.providers import PROVIDERS, chosen_providers, email_settings
 
 BASE_DIR = Path("/srv/app")
 
@@ -288,3 +288,69 @@ def test_ses_needs_no_access_keys_with_a_role_or_profile(source):
 def test_ses_with_a_role_still_needs_a_region():
     with pytest.raises(ImproperlyConfigured, match=r"needs these environment variable\(s\): AWS_REGION or AWS_DEFAULT_REGION\."):
         build("ses", AWS_PROFILE="mail")
+
+
+# -- EMAIL_PROVIDERS: several, in failover order ------------------------------
+
+
+def test_several_providers_are_configured_together_in_failover_order():
+    values = email_settings(["ses", "mailgun"], Env({**SES, **MAILGUN}), base_dir=BASE_DIR)
+
+    assert values["EMAIL_PROVIDER"] == "ses"
+    assert list(values["TRANSACTIONAL_PROVIDERS"].items()) == [
+        ("ses", "anymail.backends.amazon_ses.EmailBackend"),
+        ("mailgun", "anymail.backends.mailgun.EmailBackend"),
+    ]
+    assert values["TRANSACTIONAL_DELIVERY_BACKEND"] == "anymail.backends.amazon_ses.EmailBackend"
+    assert values["ANYMAIL"]["MAILGUN_API_KEY"] == MAILGUN["MAILGUN_API_KEY"]
+    assert values["ANYMAIL"]["AMAZON_SES_CLIENT_PARAMS"]["region_name"] == "eu-west-1"
+
+
+def test_one_provider_sets_no_provider_table():
+    assert "TRANSACTIONAL_PROVIDERS" not in build("mailgun", **MAILGUN)
+
+
+def test_every_providers_missing_variables_are_named_at_once():
+    with pytest.raises(ImproperlyConfigured) as caught:
+        email_settings(["ses", "mailgun"], Env({"MAILGUN_API_KEY": "key"}), base_dir=BASE_DIR)
+
+    assert str(caught.value).startswith(
+        "EMAIL_PROVIDERS=ses,mailgun needs these environment variable(s): AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_REGION or AWS_DEFAULT_REGION, MAILGUN_SENDER_DOMAIN."
+    )
+
+
+def test_rate_limits_come_with_the_providers():
+    values = email_settings(
+        ["mailgun", "sendgrid"], Env({**MAILGUN, **SENDGRID, "TRANSACTIONAL_RATE_LIMITS": "mailgun=100/s"}),
+        base_dir=BASE_DIR,
+    )
+
+    assert values["TRANSACTIONAL_RATE_LIMITS"] == {"mailgun": 100.0}
+
+
+@pytest.mark.parametrize("environ, chosen", [
+    ({"EMAIL_PROVIDERS": "ses,mailgun"}, ["ses", "mailgun"]),
+    ({"EMAIL_PROVIDERS": " SES , Mailgun ,"}, ["ses", "mailgun"]),
+    ({"EMAIL_PROVIDERS": "ses,mailgun", "EMAIL_PROVIDER": "ses"}, ["ses", "mailgun"]),
+    ({"EMAIL_PROVIDER": "smtp"}, ["smtp"]),
+    ({}, ["file"]),
+])
+def test_providers_are_chosen_from_the_environment(environ, chosen):
+    assert chosen_providers(Env(environ), default="file") == chosen
+
+
+@pytest.mark.parametrize("environ, complaint", [
+    ({"EMAIL_PROVIDERS": "ses,postmark"}, "EMAIL_PROVIDERS names 'postmark', not supported"),
+    ({"EMAIL_PROVIDERS": "ses,ses"}, "names a provider twice"),
+    ({"EMAIL_PROVIDERS": "mailgun,file"}, "EMAIL_PROVIDERS mixes file with real providers"),
+    ({"EMAIL_PROVIDERS": "ses,mailgun", "EMAIL_PROVIDER": "mailgun"},
+     "EMAIL_PROVIDER='mailgun' disagrees with EMAIL_PROVIDERS='ses,mailgun'"),
+])
+def test_a_bad_provider_list_is_refused(environ, complaint):
+    with pytest.raises(ImproperlyConfigured, match=complaint):
+        chosen_providers(Env(environ))
+
+
+def test_no_provider_at_all_yields_an_empty_list_for_prod_to_report():
+    assert chosen_providers(Env({})) == []

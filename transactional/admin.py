@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
-from . import operations, suppression
+from . import operations, provider_admin, suppression  # noqa: F401  (provider_admin: its page)
 from .models import Attempt, Event, Message, Recipient, Suppression, normalize_address
 from .serialization import deserialize
 
@@ -87,6 +87,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = (
         "created_at",
         "status",
+        "priority",
         "provider",
         "from_email",
         "addresses",
@@ -95,7 +96,7 @@ class MessageAdmin(admin.ModelAdmin):
         "next_attempt_at",
         "short_error",
     )
-    list_filter = ("status", "provider", "created_at")
+    list_filter = ("status", "priority", "provider", "created_at")
     date_hierarchy = "created_at"
     search_fields = ("subject", "recipients__address", "recipients__esp_message_id", "message_id")
     # The outbox grows large; skip the extra unfiltered COUNT(*) on every filtered page.
@@ -103,7 +104,7 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ("retry_now", "cancel")
     inlines = (RecipientInline, EventInline, AttemptInline)
     fieldsets = (
-        (None, {"fields": ("status", "provider", "from_email", "subject", "message_id")}),
+        (None, {"fields": ("status", "priority", "provider", "from_email", "subject", "message_id")}),
         (
             "Delivery",
             {

@@ -5,15 +5,21 @@ import sqlite3
 from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
-from .conf import get_setting
+from . import staging
+from .conf import get_setting, providers
 from .delivery import OUTBOX_BACKEND
+from .ratelimit import configured_rates
 from .dns.domains import address_domain, aligned, is_reserved, organizational_domain
 
 
 @checks.register(checks.Tags.compatibility)
 def check_delivery_backend(app_configs, **kwargs) -> list[checks.CheckMessage]:
     backend = getattr(settings, "TRANSACTIONAL_DELIVERY_BACKEND", None)
+    several = get_setting("PROVIDERS") or {}
+    if OUTBOX_BACKEND in several.values():
+        backend = OUTBOX_BACKEND
     if not backend:
         return [
             checks.Error(
@@ -25,7 +31,8 @@ def check_delivery_backend(app_configs, **kwargs) -> list[checks.CheckMessage]:
     if backend == OUTBOX_BACKEND:
         return [
             checks.Error(
-                "TRANSACTIONAL_DELIVERY_BACKEND is the outbox backend itself; mail would loop.",
+                "TRANSACTIONAL_DELIVERY_BACKEND (or a backend in TRANSACTIONAL_PROVIDERS) is the "
+                "outbox backend itself; mail would loop.",
                 hint="Keep EMAIL_BACKEND as the outbox and point TRANSACTIONAL_DELIVERY_BACKEND "
                 "at the backend that really sends.",
                 id="transactional.E002",
@@ -165,10 +172,6 @@ def check_sender_domain(app_configs, **kwargs) -> list[checks.CheckMessage]:
 @checks.register(checks.Tags.security, deploy=True)
 def check_staging_safety(app_configs, **kwargs) -> list[checks.CheckMessage]:
     """Warn while staging safety is on in a deployment, and report invalid staging settings."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    from . import staging
-
     try:
         rules = staging.rules()
     except ImproperlyConfigured as err:
@@ -183,3 +186,22 @@ def check_staging_safety(app_configs, **kwargs) -> list[checks.CheckMessage]:
             id="transactional.W010",
         )
     ]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_rate_limits(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    try:
+        rates = configured_rates()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="transactional.E011")]
+    unknown = sorted(set(rates) - set(providers()))
+    if unknown:
+        return [
+            checks.Error(
+                f"TRANSACTIONAL_RATE_LIMITS limits {', '.join(unknown)}, not a provider mail goes "
+                f"through ({', '.join(providers())}).",
+                hint="Name the providers of EMAIL_PROVIDERS (or TRANSACTIONAL_PROVIDERS).",
+                id="transactional.E011",
+            )
+        ]
+    return []

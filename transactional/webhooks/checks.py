@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.core import checks
 
-from ..conf import provider_name
+from ..conf import providers
 from .amazon_ses import allowed_topic_arns
 from .base import webhook_secrets
 
@@ -32,8 +32,9 @@ def check_webhook_credentials(app_configs, **kwargs) -> list[checks.CheckMessage
                 id="transactional.W201",
             )
         )
-    provider = provider_name()
-    if provider == "mailgun" and not _anymail("webhook_signing_key", "Mailgun", allow_bare=False):
+    # Every provider mail may fail over to will post its events too.
+    configured = set(providers())
+    if "mailgun" in configured and not _anymail("webhook_signing_key", "Mailgun", allow_bare=False):
         found.append(
             checks.Warning(
                 "MAILGUN_WEBHOOK_SIGNING_KEY is not set: Mailgun webhook posts are refused (503).",
@@ -43,7 +44,7 @@ def check_webhook_credentials(app_configs, **kwargs) -> list[checks.CheckMessage
             )
         )
     sendgrid_key = _anymail("tracking_webhook_verification_key", "SendGrid", allow_bare=True)
-    if provider == "sendgrid" and not sendgrid_key:
+    if "sendgrid" in configured and not sendgrid_key:
         found.append(
             checks.Warning(
                 "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY is not set: SendGrid webhook "
@@ -53,7 +54,7 @@ def check_webhook_credentials(app_configs, **kwargs) -> list[checks.CheckMessage
                 id="transactional.W203",
             )
         )
-    if provider == "ses" and not allowed_topic_arns():
+    if "ses" in configured and not allowed_topic_arns():
         found.append(
             checks.Warning(
                 "AMAZON_SES_SNS_TOPIC_ARNS is not set: Amazon SES webhook posts are refused (503).",
