@@ -67,9 +67,9 @@ def test_two_workers_share_one_schedule_of_evenly_spaced_slots(settings):
     first, second = ratelimit.Limiter(["mailgun"]), ratelimit.Limiter(["mailgun"])
     interval = 1 / (50 * ratelimit.SAFETY)
 
-    a = first.reserve("mailgun", 5)
-    b = second.reserve("mailgun", 5)
-    c = first.reserve("mailgun", 1)
+    a = first.reserve("mailgun", 5).starts
+    b = second.reserve("mailgun", 5).starts
+    c = first.reserve("mailgun", 1).starts
 
     slots = a + b + c
     gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
@@ -84,16 +84,64 @@ def test_an_idle_clock_does_not_bank_slots_for_a_burst(settings):
     ProviderState.objects.create(provider="mailgun", next_slot=0.0)  # idle for ages
     limiter = ratelimit.Limiter(["mailgun"])
 
-    slots = limiter.reserve("mailgun", 3)
+    slots = limiter.reserve("mailgun", 3).starts
 
     assert slots[1] - slots[0] == pytest.approx(1 / (50 * ratelimit.SAFETY))
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+def test_no_slot_is_taken_while_the_reservations_reach_past_a_quarter_lease(settings, store):
+    if store == "redis":
+        redis_or_skip(settings)
+    settings.TRANSACTIONAL_RATE_LIMITS = {"mailgun": 0.1}  # one every ~10 s
+    settings.TRANSACTIONAL_LEASE_SECONDS = 120  # at most 30 s of reservations
+    limiter = ratelimit.Limiter(["mailgun"])
+
+    assert limiter.group_size("mailgun", 16) == 2  # two slots fit in 30 s
+    booked = [limiter.reserve("mailgun", 2) for _ in range(3)]
+
+    assert [bool(slots.starts) for slots in booked] == [True, True, False]
+    assert booked[2].retry_in > 0
+    assert limiter.saturated("mailgun") > 0
+    latest = max(booked[1].starts)
+    assert latest - booked[0].starts[0] == pytest.approx(3 / (0.1 * ratelimit.SAFETY), abs=0.01)
+
+
+def test_a_booked_up_rate_limit_gives_messages_back_without_using_an_attempt(
+    outbox, settings, django_capture_on_commit_callbacks
+):
+    settings.TRANSACTIONAL_RATE_LIMITS = {"locmem": 0.01}
+    settings.TRANSACTIONAL_LEASE_SECONDS = 4  # a quarter: 1 s; every slot is 100 s apart
+    ProviderState.objects.create(provider="locmem", next_slot=timezone.now().timestamp() + 500)
+    send_mail("Receipt", "Paid", "shop@acme.test", ["ann@example.org"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliver_due() == 0
+
+    message = Message.objects.get()
+    assert (message.status, message.attempts) == (Message.Status.QUEUED, 0)
+    assert not message.attempt_log.exists()
+    assert message.next_attempt_at > timezone.now()
+
+
+def redis_or_skip(settings):
+    redis = pytest.importorskip("redis")
+    connection = redis.Redis.from_url(REDIS)
+    try:
+        connection.ping()
+    except redis.ConnectionError as error:
+        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
+    connection.delete("transactional:rate:mailgun")
+    settings.TRANSACTIONAL_RATE_LIMIT_STORE = "redis"
+    settings.RQ_QUEUES = {"default": {"URL": REDIS}}
+    return connection
 
 
 def test_unlimited_providers_need_no_slot_and_no_database_row(settings):
     settings.TRANSACTIONAL_RATE_LIMITS = {"mailgun": 0}
     limiter = ratelimit.Limiter(["mailgun", "smtp"])
 
-    slots = limiter.reserve("smtp", 3)
+    slots = limiter.reserve("smtp", 3).starts
 
     assert len(set(slots)) == 1
     assert not limiter.limited("mailgun")
@@ -135,11 +183,11 @@ def test_the_redis_clock_spaces_slots_like_the_database_one(settings):
     settings.RQ_QUEUES = {"default": {"URL": REDIS}}
     try:
         first, second = ratelimit.Limiter(["mailgun"]), ratelimit.Limiter(["mailgun"])
-        slots = first.reserve("mailgun", 3) + second.reserve("mailgun", 3)
+        slots = first.reserve("mailgun", 3).starts + second.reserve("mailgun", 3).starts
 
         gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
         assert min(gaps) == pytest.approx(1 / (20 * ratelimit.SAFETY), abs=0.003)
-        assert 0 < connection.pttl("transactional:rate:mailgun") <= 61_000
+        assert 0 < connection.pttl("transactional:rate:mailgun") <= 140_000
         assert not ProviderState.objects.exists()  # nothing in the database
     finally:
         connection.delete("transactional:rate:mailgun")

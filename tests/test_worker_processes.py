@@ -128,3 +128,71 @@ def test_an_rq_worker_delivers_through_redis(sqlite_url):
         assert report == {"statuses": ["sent"], "sent": 1, "attempts": 1}
     finally:
         connection.flushdb()
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """Return the most arrivals within any one-second window."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, arrived in enumerate(times):
+        while arrived - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_most_in_one_second_counts_a_sliding_window():
+    assert most_in_one_second([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+    assert most_in_one_second([]) == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
+def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, request):
+    database_url = request.getfixturevalue(database)
+    with running_fake_mailgun(api_key="key-test") as esp:
+        env = environment(database_url, esp.base_url, TRANSACTIONAL_RATE_LIMITS="mailgun=20/s")
+        manage("migrate", "--no-input", "-v0", environ=env)
+        manage("shell", "-c", ENQUEUE.format(n=90), environ=env)
+
+        worker = [sys.executable, "manage.py", "delivery_worker", "--batch", "--interval", "0",
+                  "--no-startup-delay", "--no-reload", "-v0"]
+        workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        outputs = [w.communicate(timeout=180)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+
+        assert esp.count == 90
+        assert esp.duplicates() == {}
+        assert most_in_one_second([m.received_at for m in esp.messages]) <= 20
+        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
+    assert report == {"statuses": ["sent"], "sent": 90, "attempts": 90}
+
+
+def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url):
+    redis = pytest.importorskip("redis")
+    connection = redis.Redis.from_url(REDIS)
+    try:
+        connection.ping()
+    except redis.ConnectionError as error:
+        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
+    connection.flushdb()
+    try:
+        with running_fake_mailgun(api_key="key-test") as esp:
+            env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=REDIS,
+                              TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
+            manage("migrate", "--no-input", "-v0", environ=env)
+            manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
+
+            rq = [sys.executable, "manage.py", "rqworker", "default", "--burst", "--with-scheduler",
+                  "--job-class", "django_tasks_rq.backend.Job"]
+            workers = [subprocess.Popen(rq, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+            outputs = [w.communicate(timeout=180)[0] for w in workers]
+            assert [w.returncode for w in workers] == [0, 0], outputs
+
+            assert esp.count == 60
+            assert esp.duplicates() == {}
+            assert most_in_one_second([m.received_at for m in esp.messages]) <= 20
+            assert connection.exists("transactional:rate:mailgun")  # the clock lived in Redis
+    finally:
+        connection.flushdb()

@@ -127,8 +127,10 @@ def deliver_due(*, limit: int | None = None) -> int:
                         claiming = False  # nothing may be sent before a breaker's probe
                         if reopens := breakers.reopens_at():
                             kick_at(reopens)
+                    elif booked := limiter.saturated(primary := breakers.first_usable()):
+                        claiming = False  # its rate limit is booked up: claim when it is not
+                        kick_at(timezone.now() + timedelta(seconds=booked))
                     else:
-                        primary = breakers.first_usable()
                         size = limiter.claim_size(batch_size, primary)
                         size = size if limit is None else min(size, limit - handled)
                         batch = claim(size, provider=primary) if size > 0 else []
@@ -172,12 +174,17 @@ def _submit(pool, senders: "_Senders", breakers: Breakers, limiter: Limiter,
         else:
             calls.setdefault(provider, []).append(item)
     for provider, items in calls.items():
-        starts = limiter.reserve(provider, len(items))
-        if items[0].tried:  # a failover: its attempt row moves to this provider
-            _fail_over(items, provider)
-        for item, start in zip(items, starts):
-            item.tried.append(provider)
-            pending.add(pool.submit(senders.send, item, provider, start))
+        size = limiter.group_size(provider, len(items))
+        for group in (items[i:i + size] for i in range(0, len(items), size)):
+            slots = limiter.reserve(provider, len(group))
+            if not slots.starts:
+                _release(group, slots.retry_in)
+                continue
+            if failovers := [item for item in group if item.tried]:
+                _fail_over(failovers, provider)  # their attempt rows move to this provider
+            for item, start in zip(group, slots.starts):
+                item.tried.append(provider)
+                pending.add(pool.submit(senders.send, item, provider, start))
     if unavailable:
         error = ProvidersUnavailable(breakers.unavailable_reason(), retry_at=breakers.reopens_at())
         # A message that failed over to nobody keeps the failure it had.
@@ -212,6 +219,28 @@ def _judge(results: list[Result], breakers: Breakers, ready: deque) -> list[Resu
         else:
             finished.append(result)
     return finished
+
+
+def _release(items: list[Claimed], retry_in: float) -> None:
+    """Give back messages whose provider's rate limit is booked up for now.
+
+    A fresh message returns to the queue as if never claimed (no attempt
+    used); one that failed over keeps its failure and is retried.
+    """
+    retry_at = timezone.now() + timedelta(seconds=retry_in)
+    fresh = [item.message.pk for item in items if not item.tried]
+    if fresh:
+        with transaction.atomic():
+            Attempt.objects.filter(message_id__in=fresh, outcome=Attempt.Outcome.SENDING).delete()
+            Message.objects.filter(pk__in=fresh, status=Message.Status.SENDING).update(
+                status=Message.Status.QUEUED, claimed_at=None, next_attempt_at=retry_at,
+                attempts=F("attempts") - 1, updated_at=timezone.now(),
+            )
+        logger.info("Rate limit booked up: %d message(s) wait until %s", len(fresh), retry_at.isoformat())
+        from .tasks import kick_at
+
+        kick_at(retry_at)
+    record_many([item.last_error for item in items if item.tried])
 
 
 def _fail_over(items: list[Claimed], provider: str) -> None:

@@ -20,6 +20,7 @@ TRANSACTIONAL_ACCOUNT_RATE_REFRESH_SECONDS.
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from numbers import Real
 
@@ -109,39 +110,54 @@ def _read_ses_max_send_rate() -> float | None:
 class DatabaseClock:
     """Slots reserved with one UPDATE on the provider's ProviderState row."""
 
-    def reserve(self, provider: str, count: int, interval: float) -> float:
-        """Take ``count`` slots; return seconds until the first one."""
+    def reserve(self, provider: str, count: int, interval: float, max_wait: float) -> tuple[bool, float]:
+        """Take ``count`` slots unless the first is over ``max_wait`` away.
+
+        Returns (taken, seconds until the first slot): refused, nothing is
+        taken, so a saturated provider's queue of reservations stays short.
+        """
         table = connection.ops.quote_name(ProviderState._meta.db_table)
         span = count * interval
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 # The database server's clock, shared by every machine.
+                now = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
                 cursor.execute(
-                    f"WITH c AS (SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now) "
+                    f"WITH c AS (SELECT {now} AS now) "
                     f"UPDATE {table} SET next_slot = GREATEST(next_slot, c.now) + %s FROM c "
-                    f"WHERE provider = %s RETURNING next_slot - %s - c.now",
-                    [span, provider, span],
+                    f"WHERE provider = %s AND next_slot - c.now <= %s "
+                    f"RETURNING next_slot - %s - c.now",
+                    [span, provider, max_wait, span],
                 )
-                return max(0.0, cursor.fetchone()[0])
+                if row := cursor.fetchone():
+                    return True, max(0.0, row[0])
+                cursor.execute(f"SELECT next_slot - {now} FROM {table} WHERE provider = %s", [provider])
+                return False, cursor.fetchone()[0]
             now = time.time()  # SQLite: one machine, one clock
             cursor.execute(
-                f"UPDATE {table} SET next_slot = MAX(next_slot, %s) + %s WHERE provider = %s "
-                f"RETURNING next_slot",
-                [now, span, provider],
+                f"UPDATE {table} SET next_slot = MAX(next_slot, %s) + %s "
+                f"WHERE provider = %s AND next_slot - %s <= %s RETURNING next_slot",
+                [now, span, provider, now, max_wait],
             )
-            return max(0.0, cursor.fetchone()[0] - span - now)
+            if row := cursor.fetchone():
+                return True, max(0.0, row[0] - span - now)
+            cursor.execute(f"SELECT next_slot FROM {table} WHERE provider = %s", [provider])
+            return False, cursor.fetchone()[0] - now
 
     def prepare(self, provider: str) -> None:
         ProviderState.objects.get_or_create(provider=provider)
 
 
-#: KEYS[1]: the clock; ARGV: span (seconds), lifetime (ms). Returns the wait, as text.
+#: KEYS[1]: the clock; ARGV: span (s), max wait (s), lifetime (ms). Returns {taken, wait as text}.
 _REDIS_RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
-redis.call('SET', KEYS[1], string.format('%.6f', start + tonumber(ARGV[1])), 'PX', ARGV[2])
-return string.format('%.6f', start - now)
+if start - now > tonumber(ARGV[2]) then
+  return {0, string.format('%.6f', start - now)}
+end
+redis.call('SET', KEYS[1], string.format('%.6f', start + tonumber(ARGV[1])), 'PX', ARGV[3])
+return {1, string.format('%.6f', start - now)}
 """
 
 
@@ -154,12 +170,12 @@ class RedisClock:
         self._redis = redis.Redis.from_url(url)
         self._script = self._redis.register_script(_REDIS_RESERVE)
 
-    def reserve(self, provider: str, count: int, interval: float) -> float:
+    def reserve(self, provider: str, count: int, interval: float, max_wait: float) -> tuple[bool, float]:
         span = count * interval
         # The key outlives every slot it hands out by a minute.
-        lifetime_ms = int((span + 60) * 1000)
-        wait = self._script(keys=[f"transactional:rate:{provider}"], args=[span, lifetime_ms])
-        return max(0.0, float(wait))
+        lifetime_ms = int((span + max_wait + 60) * 1000)
+        taken, wait = self._script(keys=[f"transactional:rate:{provider}"], args=[span, max_wait, lifetime_ms])
+        return bool(taken), max(0.0, float(wait))
 
     def prepare(self, provider: str) -> None:
         pass
@@ -186,26 +202,58 @@ def clock() -> "DatabaseClock | RedisClock":
     )
 
 
+@dataclass
+class Slots:
+    """Start times (``time.monotonic()``) of reserved calls, or how long until there are any."""
+
+    starts: list[float]
+    retry_in: float = 0.0
+
+
 class Limiter:
-    """Per delivery run: reserves send slots for each limited provider."""
+    """Per delivery run: reserves send slots for each limited provider.
+
+    A slot is taken only while the provider's queue of reservations is
+    shorter than a quarter of TRANSACTIONAL_LEASE_SECONDS, so no claimed
+    message waits for its slot until its lease runs out (and is sent twice),
+    however many workers share a slow rate.
+    """
 
     def __init__(self, providers: list[str]) -> None:
         self.rates = {name: rate for name in providers if (rate := rate_for(name))}
         self._clock = clock() if self.rates else None
+        self._refused_until: dict[str, float] = {}
         for name in self.rates:
             self._clock.prepare(name)
+        self.max_wait = get_setting("LEASE_SECONDS") / 4
 
     def limited(self, provider: str) -> bool:
         return provider in self.rates
 
-    def reserve(self, provider: str, count: int) -> list[float]:
-        """Return ``count`` start times (``time.monotonic()``) for calls to ``provider``."""
+    def group_size(self, provider: str, wanted: int) -> int:
+        """Return how many calls to reserve at once (their slots fit in the wait bound)."""
+        rate = self.rates.get(provider)
+        return wanted if rate is None else max(1, min(wanted, int(rate * SAFETY * self.max_wait)))
+
+    def reserve(self, provider: str, count: int) -> Slots:
+        """Reserve ``count`` calls to ``provider``; all or none."""
         now = time.monotonic()
         if provider not in self.rates or count <= 0:
-            return [now] * count
+            return Slots([now] * count)
         interval = 1.0 / (self.rates[provider] * SAFETY)
-        first = now + self._clock.reserve(provider, count, interval)
-        return [first + i * interval for i in range(count)]
+        taken, wait = self._clock.reserve(provider, count, interval, self.max_wait)
+        if not taken:
+            retry_in = max(1.0, wait - self.max_wait / 2)
+            self._refused_until[provider] = now + retry_in
+            return Slots([], retry_in)
+        first = now + wait
+        return Slots([first + i * interval for i in range(count)])
+
+    def saturated(self, provider: str | None) -> float:
+        """Return seconds until ``provider`` takes reservations again (0: it does now)."""
+        if provider is None:
+            return 0.0
+        return max(0.0, self._refused_until.get(provider, 0.0) - time.monotonic())
 
     def claim_size(self, batch_size: int, provider: str | None) -> int:
         """Claim no more than ~10 s of sending at ``provider``'s rate (leases stay short)."""
