@@ -992,3 +992,34 @@ def test_the_seam_normalizes_cname_and_mx_answers():
     assert resolver.resolver.lifetime == 3
     assert resolver.cname("tok._domainkey.acme.com") == "tok.dkim.amazonses.com"
     assert resolver.mx("mg.acme.com") == [(10, "mxa.mailgun.org"), (20, "mxb.mailgun.org")]
+
+
+def test_every_configured_provider_is_checked_when_mail_may_fail_over(settings, mail_dns):
+    settings.TRANSACTIONAL_PROVIDERS = {
+        "mailgun": "anymail.backends.mailgun.EmailBackend",
+        "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    }
+    # Mailgun's domain is set up; the SMTP relay (Gmail) is not in acme.com's SPF.
+    code, output = mail_dns("--dkim-selector", "pic", records=GOOD["mailgun"])
+
+    assert code == 1
+    mailgun, smtp = output.split("\n\nacme.com sending through ")
+    assert mailgun.startswith("acme.com sending through Mailgun")
+    assert "0 failed" in mailgun.splitlines()[-1]
+    assert smtp.startswith("SMTP")
+    assert "0 failed" not in smtp.splitlines()[-1]
+
+
+def test_several_providers_in_json_say_which_provider_each_result_is_about(settings, mail_dns):
+    settings.TRANSACTIONAL_PROVIDERS = {
+        "mailgun": "anymail.backends.mailgun.EmailBackend",
+        "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    }
+    records = {**GOOD["mailgun"], **GOOD["smtp"]}
+    records["acme.com"] = GOOD["smtp"]["acme.com"]
+
+    code, output = mail_dns("--dkim-selector", "pic", "--dkim-selector", "google", "--json", records=records)
+
+    rows = json.loads(output)
+    assert {row["provider"] for row in rows} == {"mailgun", "smtp"}
+    assert {"check", "status", "detail", "fix", "provider"} == set(rows[0])

@@ -1,5 +1,6 @@
 """Check the sending domain's SPF, DKIM, DMARC and bounce MX records for the provider."""
 
+import json
 import sys
 from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
@@ -7,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from transactional.conf import provider_name
+from transactional.conf import providers
 from transactional.dns import report
 from transactional.dns.audit import audit
 from transactional.dns.domains import address_domain, is_hostname, normalize
@@ -65,7 +66,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--provider",
             choices=list(BUILDERS),
-            help="The provider that sends for the domain (default: EMAIL_PROVIDER).",
+            help="The provider that sends for the domain (default: every configured provider, "
+            "EMAIL_PROVIDERS or EMAIL_PROVIDER).",
         )
         parser.add_argument(
             "--dkim-selector",
@@ -108,31 +110,44 @@ class Command(BaseCommand):
         timeout: float,
         **options: Any,
     ) -> None:
-        provider = provider or self.configured_provider()
-        target = build(
-            domain or self.default_domain(),
-            provider,
-            selectors=tuple(dict.fromkeys(selectors)),
-            return_path=return_path_domain or "",
-        )
-        results = audit(self.resolver_class(timeout=timeout), target)
-        if as_json:
-            self.stdout.write(report.as_json(results))
-        else:
+        # Mail may go out through any configured provider (failover), so each
+        # must be authorized for the domain unless one is named.
+        names = [provider] if provider else self.configured_providers()
+        failed, documents = False, []
+        for number, name in enumerate(names):
+            target = build(
+                domain or self.default_domain(),
+                name,
+                selectors=tuple(dict.fromkeys(selectors)),
+                return_path=return_path_domain or "",
+            )
+            results = audit(self.resolver_class(timeout=timeout), target)
+            failed = failed or report.has_failures(results)
+            if as_json:
+                documents.append((name, json.loads(report.as_json(results))))
+                continue
             envelope = target.envelope or "unknown"
             self.stdout.write(
-                f"{target.domain} sending through {target.label} (envelope domain: {envelope})\n"
+                ("\n" if number else "")
+                + f"{target.domain} sending through {target.label} (envelope domain: {envelope})\n"
             )
             self.stdout.write(report.render(results, self.paint))
-        if report.has_failures(results):
+        if as_json:
+            if len(documents) == 1:
+                self.stdout.write(json.dumps(documents[0][1], indent=2))
+            else:  # one list, each result saying which provider it is about
+                rows = [{"provider": name, **row} for name, rows in documents for row in rows]
+                self.stdout.write(json.dumps(rows, indent=2))
+        if failed:
             sys.exit(1)  # the exit status is the verdict, as with `outbox status --check`
 
-    def configured_provider(self) -> str:
-        """Return EMAIL_PROVIDER if it is one that sends mail."""
-        provider = provider_name()
-        if provider not in BUILDERS:
-            raise CommandError(f"EMAIL_PROVIDER={provider} does not send mail; pass --provider.")
-        return provider
+    def configured_providers(self) -> list[str]:
+        """Return the configured providers (EMAIL_PROVIDERS or EMAIL_PROVIDER) that send mail."""
+        names = list(providers())
+        sending = [name for name in names if name in BUILDERS]
+        if not sending:
+            raise CommandError(f"EMAIL_PROVIDER={names[0]} does not send mail; pass --provider.")
+        return sending
 
     def default_domain(self) -> str:
         """Return DEFAULT_FROM_EMAIL's domain."""
