@@ -147,7 +147,8 @@ class Breakers:
     def _win_probe(self, provider: str) -> bool:
         now = timezone.now()
         # A probe whose worker died frees itself after a cooldown and a call's timeout.
-        lease = timedelta(seconds=get_setting("BREAKER_COOLDOWN_SECONDS") + (getattr(settings, "EMAIL_TIMEOUT", None) or 30))
+        timeout = getattr(settings, "EMAIL_TIMEOUT", None) or 30
+        lease = timedelta(seconds=get_setting("BREAKER_COOLDOWN_SECONDS") + timeout)
         won = ProviderState.objects.filter(
             provider=provider, state__in=[State.OPEN, State.HALF_OPEN], retry_at__lte=now
         ).update(state=State.HALF_OPEN, retry_at=now + lease, updated_at=now)

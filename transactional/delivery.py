@@ -140,7 +140,7 @@ def deliver_due(*, limit: int | None = None) -> int:
                             claiming = False  # nothing more is due now
                         elif len(batch) == size:
                             kick()  # more may be due: let another worker help
-                sent += _submit(pool, senders, breakers, limiter, ready, pending, concurrency)
+                _submit(pool, senders, breakers, limiter, ready, pending, concurrency)
                 if not pending:
                     continue
                 done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
@@ -157,12 +157,12 @@ def deliver_due(*, limit: int | None = None) -> int:
     return sent
 
 
-def _submit(pool, senders: "_Senders", breakers: Breakers, limiter: Limiter,
-            ready: deque, pending: set, concurrency: int) -> int:
+def _submit(pool: ThreadPoolExecutor, senders: "_Senders", breakers: Breakers, limiter: Limiter,
+            ready: deque[Claimed], pending: set, concurrency: int) -> None:
     """Hand ready messages to the pool, each to the provider it should try next.
 
-    Returns how many were sent: none here, but a message no provider may take
-    now is recorded as waiting for the breakers.
+    A message no provider may take now is recorded as waiting for the
+    breakers; one whose provider's rate limit is booked up goes back.
     """
     calls: dict[str, list[Claimed]] = {}
     unavailable = []
@@ -175,16 +175,17 @@ def _submit(pool, senders: "_Senders", breakers: Breakers, limiter: Limiter,
             calls.setdefault(provider, []).append(item)
     for provider, items in calls.items():
         size = limiter.group_size(provider, len(items))
-        for group in (items[i:i + size] for i in range(0, len(items), size)):
+        for start in range(0, len(items), size):
+            group = items[start:start + size]
             slots = limiter.reserve(provider, len(group))
             if not slots.starts:
-                _release(group, slots.retry_in)
-                continue
+                _release(items[start:], slots.retry_in)
+                break
             if failovers := [item for item in group if item.tried]:
                 _fail_over(failovers, provider)  # their attempt rows move to this provider
-            for item, start in zip(group, slots.starts):
+            for item, slot in zip(group, slots.starts):
                 item.tried.append(provider)
-                pending.add(pool.submit(senders.send, item, provider, start))
+                pending.add(pool.submit(senders.send, item, provider, slot))
     if unavailable:
         error = ProvidersUnavailable(breakers.unavailable_reason(), retry_at=breakers.reopens_at())
         # A message that failed over to nobody keeps the failure it had.
@@ -192,10 +193,9 @@ def _submit(pool, senders: "_Senders", breakers: Breakers, limiter: Limiter,
             i.last_error or Result(i.message.pk, i.message.claimed_at, provider_name(), error)
             for i in unavailable
         ])
-    return 0
 
 
-def _judge(results: list[Result], breakers: Breakers, ready: deque) -> list[Result]:
+def _judge(results: list[tuple[Result, Claimed]], breakers: Breakers, ready: deque[Claimed]) -> list[Result]:
     """Count each call on its provider's breaker; fail over transient failures.
 
     Returns the results to record: successes, permanent failures, and
@@ -204,7 +204,8 @@ def _judge(results: list[Result], breakers: Breakers, ready: deque) -> list[Resu
     finished = []
     for result, item in results:
         if result.error is None:
-            breakers.answered(result.provider)
+            if result.recipients:  # a call was made (not: nobody left to send to)
+                breakers.answered(result.provider)
             finished.append(result)
             continue
         verdict = retries.classify(result.error)

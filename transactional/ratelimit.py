@@ -72,8 +72,10 @@ def ses_account_rate() -> float | None:
     now = timezone.now()
     state, _ = ProviderState.objects.get_or_create(provider="ses")
     refresh = timedelta(seconds=get_setting("ACCOUNT_RATE_REFRESH_SECONDS"))
+    if not state.account_rate:
+        refresh = timedelta(seconds=ACCOUNT_RATE_RETRY_SECONDS)
     checked = state.account_rate_checked_at
-    if checked and now - checked < (refresh if state.account_rate else timedelta(seconds=ACCOUNT_RATE_RETRY_SECONDS)):
+    if checked and now - checked < refresh:
         return state.account_rate
     rate = _read_ses_max_send_rate()
     if rate is None and state.account_rate:
@@ -174,7 +176,8 @@ class RedisClock:
         span = count * interval
         # The key outlives every slot it hands out by a minute.
         lifetime_ms = int((span + max_wait + 60) * 1000)
-        taken, wait = self._script(keys=[f"transactional:rate:{provider}"], args=[span, max_wait, lifetime_ms])
+        key = f"transactional:rate:{provider}"
+        taken, wait = self._script(keys=[key], args=[span, max_wait, lifetime_ms])
         return bool(taken), max(0.0, float(wait))
 
     def prepare(self, provider: str) -> None:
