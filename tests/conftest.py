@@ -1,5 +1,7 @@
 """Fixtures shared by the whole suite."""
 
+import os
+
 import pytest
 
 # The two plugins we ship, enabled as docs/webhooks.md and README tell users to.
@@ -35,3 +37,21 @@ def mail_settings(settings):
         return values
 
     return apply
+
+
+#: A Redis database of its own, flushed around each test that uses it.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def test_redis():
+    """Return a connection to the test Redis (``TEST_REDIS_URL``), emptied; skip without one."""
+    redis = pytest.importorskip("redis")
+    connection = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        connection.ping()
+    except redis.ConnectionError as error:
+        pytest.skip(f"Redis is not reachable at {TEST_REDIS_URL}: {error}")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()

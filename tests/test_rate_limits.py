@@ -1,7 +1,6 @@
 """Shared per-provider rate limits: the schedule of send slots, its stores, and SES's own rate."""
 
 import logging
-import os
 from datetime import timedelta
 
 import pytest
@@ -11,14 +10,13 @@ from django.utils import timezone
 
 from settings.env import Env
 from settings.providers import rate_limits
+from tests.conftest import TEST_REDIS_URL
 from tests.esp import stand_in_for_ses
 from transactional import ratelimit
 from transactional.delivery import deliver_due
 from transactional.models import Message, ProviderState
 
 pytestmark = pytest.mark.django_db
-
-REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 # -- TRANSACTIONAL_RATE_LIMITS -----------------------------------------------
@@ -90,9 +88,9 @@ def test_an_idle_clock_does_not_bank_slots_for_a_burst(settings):
 
 
 @pytest.mark.parametrize("store", ["database", "redis"])
-def test_no_slot_is_taken_while_the_reservations_reach_past_a_quarter_lease(settings, store):
+def test_no_slot_is_taken_while_the_reservations_reach_past_a_quarter_lease(settings, store, request):
     if store == "redis":
-        redis_or_skip(settings)
+        use_redis(settings, request.getfixturevalue("test_redis"))
     settings.TRANSACTIONAL_RATE_LIMITS = {"mailgun": 0.1}  # one every ~10 s
     settings.TRANSACTIONAL_LEASE_SECONDS = 120  # at most 30 s of reservations
     limiter = ratelimit.Limiter(["mailgun"])
@@ -124,17 +122,9 @@ def test_a_booked_up_rate_limit_gives_messages_back_without_using_an_attempt(
     assert message.next_attempt_at > timezone.now()
 
 
-def redis_or_skip(settings):
-    redis = pytest.importorskip("redis")
-    connection = redis.Redis.from_url(REDIS)
-    try:
-        connection.ping()
-    except redis.ConnectionError as error:
-        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
-    connection.delete("transactional:rate:mailgun")
+def use_redis(settings, connection) -> None:
     settings.TRANSACTIONAL_RATE_LIMIT_STORE = "redis"
-    settings.RQ_QUEUES = {"default": {"URL": REDIS}}
-    return connection
+    settings.RQ_QUEUES = {"default": {"URL": TEST_REDIS_URL}}
 
 
 def test_unlimited_providers_need_no_slot_and_no_database_row(settings):
@@ -170,32 +160,22 @@ def test_delivery_takes_a_slot_for_every_call(outbox, settings, django_capture_o
     assert clock >= before + 5 / (1000 * ratelimit.SAFETY)
 
 
-def test_the_redis_clock_spaces_slots_like_the_database_one(settings):
-    redis = pytest.importorskip("redis")
-    connection = redis.Redis.from_url(REDIS)
-    try:
-        connection.ping()
-    except redis.ConnectionError as error:
-        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
-    connection.delete("transactional:rate:mailgun")
+def test_the_redis_clock_spaces_slots_like_the_database_one(settings, test_redis):
     settings.TRANSACTIONAL_RATE_LIMITS = {"mailgun": 20}
-    settings.TRANSACTIONAL_RATE_LIMIT_STORE = "redis"
-    settings.RQ_QUEUES = {"default": {"URL": REDIS}}
-    try:
-        first, second = ratelimit.Limiter(["mailgun"]), ratelimit.Limiter(["mailgun"])
-        slots = first.reserve("mailgun", 3).starts + second.reserve("mailgun", 3).starts
+    use_redis(settings, test_redis)
+    first, second = ratelimit.Limiter(["mailgun"]), ratelimit.Limiter(["mailgun"])
 
-        gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
-        assert min(gaps) == pytest.approx(1 / (20 * ratelimit.SAFETY), abs=0.003)
-        assert 0 < connection.pttl("transactional:rate:mailgun") <= 140_000
-        assert not ProviderState.objects.exists()  # nothing in the database
-    finally:
-        connection.delete("transactional:rate:mailgun")
+    slots = first.reserve("mailgun", 3).starts + second.reserve("mailgun", 3).starts
+
+    gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
+    assert min(gaps) == pytest.approx(1 / (20 * ratelimit.SAFETY), abs=0.003)
+    assert 0 < test_redis.pttl("transactional:rate:mailgun") <= 140_000
+    assert not ProviderState.objects.exists()  # nothing in the database
 
 
 def test_the_redis_store_is_the_default_under_rq(settings):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend"}}
-    settings.RQ_QUEUES = {"default": {"URL": REDIS}}
+    settings.RQ_QUEUES = {"default": {"URL": TEST_REDIS_URL}}
 
     assert isinstance(ratelimit.clock(), ratelimit.RedisClock)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_REDIS_URL
 from transactional.testing.fake_mailgun import running_fake_mailgun
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 ENQUEUE = """
 from django.core.mail import send_mail
@@ -84,6 +84,20 @@ def postgres_url() -> Iterator[str]:
         admin.close()
 
 
+DB_WORKER = [sys.executable, "manage.py", "delivery_worker", "--batch", "--interval", "0",
+             "--no-startup-delay", "--no-reload", "-v0"]
+RQ_WORKER = [sys.executable, "manage.py", "rqworker", "default", "--burst", "--with-scheduler",
+             "--job-class", "django_tasks_rq.backend.Job"]
+
+
+def run_workers(command: list[str], count: int, environ: dict[str, str]) -> None:
+    """Run ``count`` worker processes side by side until they exit; fail unless all succeed."""
+    workers = [subprocess.Popen(command, cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(count)]
+    outputs = [w.communicate(timeout=180)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0] * count, outputs
+
+
 @pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
 def test_two_worker_processes_deliver_each_message_exactly_once(database, request):
     database_url = request.getfixturevalue(database)
@@ -92,12 +106,7 @@ def test_two_worker_processes_deliver_each_message_exactly_once(database, reques
         manage("migrate", "--no-input", "-v0", environ=env)
         manage("shell", "-c", ENQUEUE.format(n=500), environ=env)
 
-        worker = [sys.executable, "manage.py", "delivery_worker", "--batch", "--interval", "0",
-                  "--no-startup-delay", "--no-reload", "-v0"]
-        workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-        outputs = [w.communicate(timeout=180)[0] for w in workers]
-        assert [w.returncode for w in workers] == [0, 0], outputs
+        run_workers(DB_WORKER, 2, env)
 
         assert esp.count == 500
         assert esp.duplicates() == {}
@@ -105,29 +114,18 @@ def test_two_worker_processes_deliver_each_message_exactly_once(database, reques
     assert report == {"statuses": ["sent"], "sent": 500, "attempts": 500}
 
 
-def test_an_rq_worker_delivers_through_redis(sqlite_url):
-    redis = pytest.importorskip("redis")
-    connection = redis.Redis.from_url(REDIS)
-    try:
-        connection.ping()
-    except redis.ConnectionError as error:
-        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
-    connection.flushdb()
-    try:
-        with running_fake_mailgun(api_key="key-test") as esp:
-            env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=REDIS)
-            manage("migrate", "--no-input", "-v0", environ=env)
-            manage("shell", "-c", ENQUEUE.format(n=1), environ=env)
-            assert esp.count == 0  # stored and queued in Redis, not sent yet
+def test_an_rq_worker_delivers_through_redis(sqlite_url, test_redis):
+    with running_fake_mailgun(api_key="key-test") as esp:
+        env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL)
+        manage("migrate", "--no-input", "-v0", environ=env)
+        manage("shell", "-c", ENQUEUE.format(n=1), environ=env)
+        assert esp.count == 0  # stored and queued in Redis, not sent yet
 
-            manage("rqworker", "default", "--burst", "--with-scheduler",
-                   "--job-class", "django_tasks_rq.backend.Job", environ=env)
+        manage(*RQ_WORKER[2:], environ=env)
 
-            assert [m.subject for m in esp.messages] == ["Order 0"]
-            report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
-        assert report == {"statuses": ["sent"], "sent": 1, "attempts": 1}
-    finally:
-        connection.flushdb()
+        assert [m.subject for m in esp.messages] == ["Order 0"]
+        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
+    assert report == {"statuses": ["sent"], "sent": 1, "attempts": 1}
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -154,12 +152,7 @@ def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, reque
         manage("migrate", "--no-input", "-v0", environ=env)
         manage("shell", "-c", ENQUEUE.format(n=90), environ=env)
 
-        worker = [sys.executable, "manage.py", "delivery_worker", "--batch", "--interval", "0",
-                  "--no-startup-delay", "--no-reload", "-v0"]
-        workers = [subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-        outputs = [w.communicate(timeout=180)[0] for w in workers]
-        assert [w.returncode for w in workers] == [0, 0], outputs
+        run_workers(DB_WORKER, 2, env)
 
         assert esp.count == 90
         assert esp.duplicates() == {}
@@ -168,31 +161,16 @@ def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, reque
     assert report == {"statuses": ["sent"], "sent": 90, "attempts": 90}
 
 
-def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url):
-    redis = pytest.importorskip("redis")
-    connection = redis.Redis.from_url(REDIS)
-    try:
-        connection.ping()
-    except redis.ConnectionError as error:
-        pytest.skip(f"Redis is not reachable at {REDIS}: {error}")
-    connection.flushdb()
-    try:
-        with running_fake_mailgun(api_key="key-test") as esp:
-            env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=REDIS,
-                              TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
-            manage("migrate", "--no-input", "-v0", environ=env)
-            manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
+def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redis):
+    with running_fake_mailgun(api_key="key-test") as esp:
+        env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
+                          TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
+        manage("migrate", "--no-input", "-v0", environ=env)
+        manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
 
-            rq = [sys.executable, "manage.py", "rqworker", "default", "--burst", "--with-scheduler",
-                  "--job-class", "django_tasks_rq.backend.Job"]
-            workers = [subprocess.Popen(rq, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-            outputs = [w.communicate(timeout=180)[0] for w in workers]
-            assert [w.returncode for w in workers] == [0, 0], outputs
+        run_workers(RQ_WORKER, 2, env)
 
-            assert esp.count == 60
-            assert esp.duplicates() == {}
-            assert most_in_one_second([m.received_at for m in esp.messages]) <= 20
-            assert connection.exists("transactional:rate:mailgun")  # the clock lived in Redis
-    finally:
-        connection.flushdb()
+        assert esp.count == 60
+        assert esp.duplicates() == {}
+        assert most_in_one_second([m.received_at for m in esp.messages]) <= 20
+        assert test_redis.exists("transactional:rate:mailgun")  # the clock lived in Redis
