@@ -87,6 +87,28 @@ def test_status_check_fails_and_names_each_problem(alerting):
     assert "3 message(s) failed in the last hour" in problems[1]
 
 
+def test_status_shows_each_providers_breaker_and_check_alerts_on_an_open_one(settings):
+    from transactional.models import ProviderState
+
+    settings.TRANSACTIONAL_PROVIDERS = {"ses": "anymail.backends.amazon_ses.EmailBackend",
+                                        "mailgun": "anymail.backends.mailgun.EmailBackend"}
+    ProviderState.objects.create(provider="ses", state="open", opened_at=timezone.now(),
+                                 last_error="AnymailAPIError: Throttling: Maximum sending rate exceeded.")
+
+    stdout, _ = outbox("status")
+    status = json.loads(outbox("status", "--json")[0])
+
+    assert ["ses", "open"] in [line.split() for line in stdout.splitlines()]
+    assert ["mailgun", "closed"] in [line.split() for line in stdout.splitlines()]
+    assert list(status["providers"]) == ["ses", "mailgun"]
+    assert status["providers"]["ses"]["breaker"] == "open"
+    [problem] = status["problems"]
+    assert problem.startswith("The circuit breaker of ses is open")
+    assert "Maximum sending rate exceeded" in problem
+    with pytest.raises(SystemExit):
+        outbox("status", "--check")
+
+
 # retry, cancel, sweep
 # ------------------------------------------------------------------------------
 

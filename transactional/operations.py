@@ -16,8 +16,8 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from . import tasks
-from .conf import get_setting
-from .models import Event, Message, MessageQuerySet, Recipient
+from .conf import get_setting, providers
+from .models import Event, Message, MessageQuerySet, ProviderState, Recipient
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,22 @@ def failed_since(since: datetime) -> int:
     return Message.objects.failed().filter(updated_at__gte=since).count()
 
 
+def provider_states() -> dict[str, dict[str, Any]]:
+    """Return each configured provider's circuit breaker, in failover order."""
+    rows = {row.provider: row for row in ProviderState.objects.filter(provider__in=list(providers()))}
+    states = {}
+    for name in providers():
+        row = rows.get(name) or ProviderState(provider=name)
+        states[name] = {
+            "breaker": row.state,
+            "failures": row.failures,
+            "opened_at": row.opened_at.isoformat() if row.opened_at else None,
+            "retry_at": row.retry_at.isoformat() if row.retry_at else None,
+            "last_error": row.last_error,
+        }
+    return states
+
+
 def select_messages(
     *,
     ids: list[int] | None = None,
@@ -76,6 +92,7 @@ def queue_status(*, now: datetime | None = None) -> dict[str, Any]:
         "sending": counts[Message.Status.SENDING],
         "oldest_due_seconds": oldest_due_seconds(now=now),
         "failed_last_hour": failed_since(now - timedelta(hours=1)),
+        "providers": provider_states(),
     }
     return status | {"problems": _problems(status)}
 
@@ -95,6 +112,13 @@ def _problems(status: dict[str, Any]) -> list[str]:
             f"{failed} message(s) failed in the last hour, over "
             f"TRANSACTIONAL_ALERT_FAILED_LAST_HOUR={max_failed}: see last_error in the admin."
         )
+    for name, state in status["providers"].items():
+        if state["breaker"] != ProviderState.State.CLOSED:
+            problems.append(
+                f"The circuit breaker of {name} is {state['breaker']} (since {state['opened_at']}; "
+                f"{state['last_error'][:200] or 'no error recorded'}): mail skips it until a probe "
+                "goes through (admin: Providers)."
+            )
     return problems
 
 

@@ -155,6 +155,7 @@ class Command(BaseCommand):
             *status["counts"].items(),
             ("oldest due", "-" if oldest is None else f"{oldest:.0f}s"),
             ("failed (1h)", status["failed_last_hour"]),
+            *((name, state["breaker"]) for name, state in status["providers"].items()),
         ]
         for name, value in rows:
             self.stdout.write(f"{name:<12}{value:>10}")
