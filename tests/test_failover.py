@@ -283,3 +283,26 @@ def test_webhooks_of_the_secondary_link_to_the_message_it_sent(two_providers, de
     assert (event.esp, event.message_id, event.recipient) == ("sendgrid", recipient.message_id, recipient)
     recipient.refresh_from_db()
     assert recipient.status == "delivered"
+
+
+def test_ses_throttling_fails_over_to_mailgun(mail_settings, outbox, settings, rsps, monkeypatch, deliver):
+    from tests.esp import stand_in_for_ses
+
+    ses = stand_in_for_ses(monkeypatch)
+    mail_settings(
+        ["ses", "mailgun"], AWS_ACCESS_KEY_ID="AKIAEXAMPLE", AWS_SECRET_ACCESS_KEY="secret",
+        AWS_REGION="eu-west-1", MAILGUN_API_KEY=MAILGUN_KEY, MAILGUN_SENDER_DOMAIN=MAILGUN_DOMAIN,
+    )
+    settings.EMAIL_BACKEND = "transactional.backends.EmailBackend"
+    ses.refuses(400, "TooManyRequestsException", "Maximum sending rate exceeded.")
+    mailgun_accepts(rsps)
+    send()
+
+    deliver()
+
+    message = Message.objects.get()
+    assert (message.status, message.provider) == (Message.Status.SENT, "mailgun")
+    failover = message.attempt_log.get(outcome="failover")
+    assert (failover.provider, failover.status_code) == ("ses", 400)
+    assert "Maximum sending rate exceeded" in failover.error
+    ses.assert_all_replies_used()
