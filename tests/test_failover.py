@@ -306,3 +306,53 @@ def test_ses_throttling_fails_over_to_mailgun(mail_settings, outbox, settings, r
     assert (failover.provider, failover.status_code) == ("ses", 400)
     assert "Maximum sending rate exceeded" in failover.error
     ses.assert_all_replies_used()
+
+
+# -- Review fixes: probes, our own errors, booked wake-ups --------------------
+
+
+def test_a_probe_claims_one_message_not_a_batch_that_would_wait_for_it(two_providers, deliver):
+    past = timezone.now() - timedelta(seconds=1)
+    for name in ("mailgun", "sendgrid"):
+        ProviderState.objects.create(provider=name, state=OPEN, opened_at=past, retry_at=past)
+    for _ in range(5):
+        mailgun_accepts(two_providers)
+    send(5)
+
+    deliver()
+
+    # The probe went alone; once it closed the breaker the run went on claiming.
+    assert set(Message.objects.values_list("status", "attempts", "provider")) == {("sent", 1, "mailgun")}
+    assert ProviderState.objects.get(provider="mailgun").state == CLOSED
+    assert calls_to(two_providers, SENDGRID_API) == 0
+
+
+def test_an_error_of_ours_before_the_call_neither_fails_over_nor_counts_on_a_breaker(two_providers, deliver):
+    send()
+    Message.objects.update(payload={"not": "a stored message"})
+
+    deliver()
+
+    message = Message.objects.get()
+    assert message.status == Message.Status.RETRYING
+    assert list(message.attempt_log.values_list("provider", "outcome")) == [("mailgun", "retry")]
+    assert len(two_providers.calls) == 0
+    assert ProviderState.objects.get(provider="mailgun").failures == 0
+
+
+def test_runs_that_find_every_breaker_open_book_one_wake_up_between_them(two_providers, settings):
+    from django_tasks_db.models import DBTaskResult
+
+    from transactional.models import OutboxState
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    later = timezone.now() + timedelta(seconds=30)
+    for name in ("mailgun", "sendgrid"):
+        ProviderState.objects.create(provider=name, state=OPEN, opened_at=timezone.now(), retry_at=later)
+
+    for _ in range(3):
+        deliver_due()
+
+    assert OutboxState.objects.get().wake_at == later
+    booked = DBTaskResult.objects.filter(task_path="transactional.tasks.deliver", run_after=later)
+    assert booked.count() == 1

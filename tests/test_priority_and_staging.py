@@ -29,6 +29,7 @@ def notice(i: int, priority: str | None = None) -> EmailMessage:
 
 def test_a_password_reset_queued_behind_low_priority_notices_goes_out_first(outbox, deliver, settings):
     settings.TRANSACTIONAL_BATCH_SIZE = 10
+    settings.TRANSACTIONAL_CONCURRENCY = 1  # mail.outbox in sending order
     for i in range(300):
         notice(i, "low").send()
     reset = EmailMessage("Reset your password", "Click", "security@acme.test", ["ann@example.org"])
@@ -155,3 +156,53 @@ def test_an_invalid_allow_list_stops_delivery_before_anything_is_claimed(outbox,
     message = Message.objects.get()
     assert (message.status, message.attempts) == (Message.Status.QUEUED, 0)
     assert mail.outbox == []
+
+
+def test_invalid_staging_settings_are_an_error_of_plain_check_too(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_ALLOWED_RECIPIENTS = ["not an address"]
+
+    assert "transactional.E010" in [m.id for m in run_checks()]
+
+
+def test_the_worker_refuses_to_start_with_invalid_staging_settings(settings):
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import call_command
+
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    settings.TRANSACTIONAL_REDIRECT_TO = ["@"]
+
+    with pytest.raises(ImproperlyConfigured, match="TRANSACTIONAL_REDIRECT_TO"):
+        call_command("delivery_worker", "--batch", "-v0")
+
+
+def test_the_oldest_due_message_is_found_whatever_its_priority(outbox):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transactional.operations import oldest_due_seconds
+
+    notice(1, "low").send()
+    notice(2, "high").send()
+    Message.objects.filter(priority=Message.Priority.LOW).update(
+        next_attempt_at=timezone.now() - timedelta(hours=2)
+    )
+
+    assert oldest_due_seconds() > 7000
+
+
+def test_redirected_and_blocked_recipients_do_not_count_as_sent_in_the_stats(deliver, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transactional.stats import _sent_per_day
+
+    settings.TRANSACTIONAL_REDIRECT_TO = ["qa@acme.test"]
+    send_mail("Receipt", "Paid", "shop@acme.test", ["ann@example.org", "bob@example.org"])
+    deliver()
+
+    now = timezone.now()
+    assert sum(_sent_per_day(now - timedelta(days=1), now + timedelta(days=1)).values()) == 1  # qa@ only

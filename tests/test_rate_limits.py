@@ -1,6 +1,7 @@
 """Shared per-provider rate limits: the schedule of send slots, its stores, and SES's own rate."""
 
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -263,3 +264,35 @@ def test_ses_sends_within_its_account_rate(ses, outbox, settings, django_capture
 
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert ProviderState.objects.get(provider="ses").next_slot > 0
+
+
+def test_a_call_that_wakes_too_late_for_its_slot_is_not_sent_but_goes_again(outbox, mailoutbox):
+    from collections import deque
+
+    from transactional.delivery import Breakers, Claimed, _judge, _Senders, claim
+
+    send_mail("Receipt", "Paid", "shop@acme.test", ["ann@example.org"])
+    [message] = claim(1, provider="locmem")
+    item = Claimed(message, set(), tried=["locmem"])
+    senders = _Senders({"locmem": "django.core.mail.backends.locmem.EmailBackend"})
+
+    result, _ = senders.send(item, "locmem", time.monotonic() - 2 * ratelimit.LATE_SECONDS)
+
+    assert result.missed_slot and not result.called
+    assert mailoutbox == []  # a late call would bunch with the next slots' calls
+    ready = deque()
+    assert _judge([(result, item)], Breakers(["locmem"]), ready) == []
+    assert list(ready) == [item] and item.tried == []
+
+
+def test_a_call_on_time_for_its_slot_is_sent(outbox, mailoutbox):
+    from transactional.delivery import Claimed, _Senders, claim
+
+    send_mail("Receipt", "Paid", "shop@acme.test", ["ann@example.org"])
+    [message] = claim(1, provider="locmem")
+    senders = _Senders({"locmem": "django.core.mail.backends.locmem.EmailBackend"})
+
+    result, _ = senders.send(Claimed(message, set()), "locmem", time.monotonic() + 0.01)
+
+    assert result.called and not result.missed_slot
+    assert len(mailoutbox) == 1

@@ -74,6 +74,10 @@ class Breakers:
                 return provider
         return None
 
+    def probing(self, provider: str | None) -> bool:
+        """Return True if ``provider`` is usable only for this run's one probe call."""
+        return provider is not None and self._states[provider].state != State.CLOSED
+
     def first_usable(self) -> str | None:
         """Return the provider a new message would go to, without taking a probe call."""
         return next((p for p in self.order if self.usable(p)), None)
@@ -100,16 +104,18 @@ class Breakers:
         parts = [f"{p} ({self._states[p].last_error or self._states[p].state})" for p in self.order]
         return "Every provider's circuit breaker is open: " + "; ".join(parts)
 
-    def flush(self) -> None:
-        """Write this run's outcomes into the shared breakers, then re-read them."""
+    def flush(self) -> list[str]:
+        """Write this run's outcomes into the shared breakers; return the ones that closed."""
         changed = [p for p in self.order if self._failures[p] or (
             self._successes[p] and (self._states[p].state != State.CLOSED or p in self._probes)
         )]
+        before = {p: self._states[p].state for p in changed}
         for provider in changed:
             self._apply(provider, self._failures.pop(provider, 0), self._successes.pop(provider, 0))
         self._successes.clear()  # successes on closed breakers change nothing
         if changed:
             self.refresh()
+        return [p for p in changed if before[p] != State.CLOSED and self._states[p].state == State.CLOSED]
 
     def _apply(self, provider: str, failures: int, successes: int) -> None:
         now = timezone.now()

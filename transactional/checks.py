@@ -169,13 +169,23 @@ def check_sender_domain(app_configs, **kwargs) -> list[checks.CheckMessage]:
     ]
 
 
-@checks.register(checks.Tags.security, deploy=True)
-def check_staging_safety(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    """Warn while staging safety is on in a deployment, and report invalid staging settings."""
+@checks.register(checks.Tags.compatibility)
+def check_staging_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Report invalid staging settings: every delivery run would refuse to start."""
     try:
-        rules = staging.rules()
+        staging.rules()
     except ImproperlyConfigured as err:
         return [checks.Error(str(err), id="transactional.E010")]
+    return []
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_staging_safety(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Warn while staging safety is on in a deployment."""
+    try:
+        rules = staging.rules()
+    except ImproperlyConfigured:
+        return []  # check_staging_settings reports it
     if settings.DEBUG or rules is None:
         return []
     return [

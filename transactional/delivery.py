@@ -25,7 +25,7 @@ from .breaker import Breakers
 from .conf import get_setting, provider_name, providers
 from .exceptions import ProviderConfigurationError, ProvidersUnavailable
 from .models import Attempt, Message, Recipient, normalize_address
-from .ratelimit import Limiter
+from .ratelimit import LATE_SECONDS, Limiter
 from .serialization import deserialize
 from .suppression import suppressed_among
 
@@ -66,6 +66,10 @@ class Result:
     claimed_at: datetime
     provider: str = ""
     error: BaseException | None = None
+    #: The provider was called (False: an error of ours before the call, or a missed slot).
+    called: bool = False
+    #: Woke too late for its rate-limit slot: nothing sent, it needs a fresh slot.
+    missed_slot: bool = False
     #: normalized address -> (our status, ESP message id)
     recipients: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Staging safety: original addresses redirected, or blocked (normalized).
@@ -83,6 +87,8 @@ class Claimed:
     tried: list[str] = field(default_factory=list)
     #: The transient failure that moved it on, recorded on its attempt row.
     last_error: "Result | None" = None
+    #: Its attempt row still names the provider that failed (not yet moved on).
+    move_attempt: bool = False
 
 
 #: Set while this thread runs deliver_due(), so an inline (immediate) task
@@ -107,7 +113,7 @@ def deliver_due(*, limit: int | None = None) -> int:
     """
     require_no_loop()
     rules = staging.rules()  # a bad allow-list stops here, before anything is claimed
-    from .tasks import kick, kick_at
+    from .tasks import kick, wake_at
 
     batch_size, concurrency = get_setting("BATCH_SIZE"), get_setting("CONCURRENCY")
     deadline = time.monotonic() + get_setting("RUN_SECONDS")
@@ -126,12 +132,13 @@ def deliver_due(*, limit: int | None = None) -> int:
                     if not breakers.any_usable():
                         claiming = False  # nothing may be sent before a breaker's probe
                         if reopens := breakers.reopens_at():
-                            kick_at(reopens)
+                            wake_at(reopens)
                     elif booked := limiter.saturated(primary := breakers.first_usable()):
                         claiming = False  # its rate limit is booked up: claim when it is not
-                        kick_at(timezone.now() + timedelta(seconds=booked))
+                        wake_at(timezone.now() + timedelta(seconds=booked))
                     else:
-                        size = limiter.claim_size(batch_size, primary)
+                        # Only a probe may go: one message, not a batch that would wait for it.
+                        size = 1 if breakers.probing(primary) else limiter.claim_size(batch_size, primary)
                         size = size if limit is None else min(size, limit - handled)
                         batch = claim(size, provider=primary) if size > 0 else []
                         handled += len(batch)
@@ -145,7 +152,8 @@ def deliver_due(*, limit: int | None = None) -> int:
                     continue
                 done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
                 finished = _judge([future.result() for future in done], breakers, ready)
-                breakers.flush()
+                if breakers.flush():
+                    kick()  # a probe went through: mail that waited for it may go now
                 sent += record_many(finished)
                 if claiming and time.monotonic() > deadline:
                     claiming = False
@@ -181,11 +189,12 @@ def _submit(pool: ThreadPoolExecutor, senders: "_Senders", breakers: Breakers, l
             if not slots.starts:
                 _release(items[start:], slots.retry_in)
                 break
-            if failovers := [item for item in group if item.tried]:
+            if failovers := [item for item in group if item.move_attempt]:
                 _fail_over(failovers, provider)  # their attempt rows move to this provider
+            limited = limiter.limited(provider)
             for item, slot in zip(group, slots.starts):
                 item.tried.append(provider)
-                pending.add(pool.submit(senders.send, item, provider, slot))
+                pending.add(pool.submit(senders.send, item, provider, slot if limited else None))
     if unavailable:
         error = ProvidersUnavailable(breakers.unavailable_reason(), retry_at=breakers.reopens_at())
         # A message that failed over to nobody keeps the failure it had.
@@ -203,9 +212,15 @@ def _judge(results: list[tuple[Result, Claimed]], breakers: Breakers, ready: deq
     """
     finished = []
     for result, item in results:
-        if result.error is None:
-            if result.recipients:  # a call was made (not: nobody left to send to)
-                breakers.answered(result.provider)
+        if result.missed_slot:
+            item.tried.pop()  # not tried after all: it goes again, on a fresh slot
+            ready.appendleft(item)
+            continue
+        if result.called and result.error is None:
+            breakers.answered(result.provider)
+        if not result.called or result.error is None:
+            # Sent, nobody left to send to, or an error of ours before the
+            # call (a broken stored message): nothing to count or fail over.
             finished.append(result)
             continue
         verdict = retries.classify(result.error)
@@ -215,7 +230,7 @@ def _judge(results: list[tuple[Result, Claimed]], breakers: Breakers, ready: deq
             continue
         breakers.failed(result.provider, _error_text(result.error))
         if len(item.tried) < len(breakers.order):
-            item.last_error = result  # recorded on its attempt row when it moves on
+            item.last_error, item.move_attempt = result, True  # recorded when it moves on
             ready.appendleft(item)
         else:
             finished.append(result)
@@ -238,9 +253,9 @@ def _release(items: list[Claimed], retry_in: float) -> None:
                 attempts=F("attempts") - 1, updated_at=timezone.now(),
             )
         logger.info("Rate limit booked up: %d message(s) wait until %s", len(fresh), retry_at.isoformat())
-        from .tasks import kick_at
+        from .tasks import wake_at
 
-        kick_at(retry_at)
+        wake_at(retry_at)
     record_many([item.last_error for item in items if item.tried])
 
 
@@ -257,6 +272,8 @@ def _fail_over(items: list[Claimed], provider: str) -> None:
             )
             logger.warning("Message %s: %s failed (%s); trying %s", item.message.pk,
                            failed.provider, _error_text(failed.error), provider)
+        for item in items:
+            item.move_attempt = False
         Attempt.objects.bulk_create(
             Attempt(message_id=i.message.pk, number=i.message.attempts, provider=provider, started_at=now)
             for i in items
@@ -341,18 +358,30 @@ class _Senders:
                 self._connections.append(connection)
         return connection
 
-    def send(self, claimed: Claimed, provider: str, start: float) -> tuple[Result, Claimed]:
+    def send(self, claimed: Claimed, provider: str, slot: float | None) -> tuple[Result, Claimed]:
+        """Call ``provider`` for the message, at its rate-limit ``slot`` (``time.monotonic()``) if any."""
         message = claimed.message
         result = Result(message.pk, message.claimed_at, provider)
         try:
-            if (delay := start - time.monotonic()) > 0:
-                time.sleep(delay)  # this provider's rate-limit slot
             email = _rebuild(message, claimed.excluded)
             if email is not None and self.rules is not None:
                 outcome = staging.apply(email, self.rules)
                 email, result.redirected, result.blocked = outcome.email, outcome.redirected, outcome.blocked
-            if email is None:
-                return result, claimed  # nobody left to send to
+        except Exception as error:  # a stored message we cannot rebuild: recorded, retried
+            result.error = error
+            return result, claimed
+        if email is None:
+            return result, claimed  # nobody left to send to
+        if slot is not None:
+            if (delay := slot - time.monotonic()) > 0:
+                time.sleep(delay)
+            if time.monotonic() - slot > LATE_SECONDS:
+                # A pause (GC, a busy CPU) made this call late: sent now it
+                # would bunch up with the next slots' calls, over the limit.
+                result.missed_slot = True
+                return result, claimed
+        result.called = True
+        try:
             self.connection(provider).send_messages([email])
         except Exception as error:  # classified by retries.classify() when judged
             result.error = error

@@ -93,7 +93,11 @@ class Message(models.Model):
     FINISHED = (Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, Status.BLOCKED)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    # db_default too: web processes of the release before keep storing mail
+    # while the migration has run and they have not restarted yet.
+    priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, default=Priority.NORMAL, db_default=Priority.NORMAL
+    )
     provider = models.CharField(
         max_length=32, blank=True, help_text="The provider that sent it (or was tried last)."
     )
@@ -314,6 +318,10 @@ class OutboxState(models.Model):
         default=False, help_text="A delivery run is enqueued and has not started yet."
     )
     sweep_due_at = models.DateTimeField(null=True, blank=True)
+    wake_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="A delivery run is booked for then: a breaker's probe, or a booked-up rate limit.",
+    )
     failure_notice_at = models.DateTimeField(null=True, blank=True)
     failures_since_notice = models.PositiveIntegerField(default=0)
 

@@ -40,7 +40,8 @@ def status_counts() -> dict[str, int]:
 def oldest_due_seconds(*, now: datetime | None = None) -> float | None:
     """Return how long the longest-waiting due message has been due, or None."""
     now = now or timezone.now()
-    oldest = Message.objects.due(now).values_list("next_attempt_at", flat=True).first()
+    # By due time alone: due() puts high priority first.
+    oldest = Message.objects.due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
     return None if oldest is None else (now - oldest).total_seconds()
 
 

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 #: Fraction of the configured rate the slots are spaced for (see above).
 SAFETY = 0.97
+#: A call that wakes this much after its slot takes a fresh one instead:
+#: half the margin SAFETY leaves in every second (the other half is for the
+#: time between waking and the request reaching the provider).
+LATE_SECONDS = (1 / SAFETY - 1) / 2
 #: After a failed account-rate lookup, try again this much later.
 ACCOUNT_RATE_RETRY_SECONDS = 300
 
@@ -77,14 +81,14 @@ def ses_account_rate() -> float | None:
     checked = state.account_rate_checked_at
     if checked and now - checked < refresh:
         return state.account_rate
-    rate = _read_ses_max_send_rate()
+    rate = _read_ses_max_send_rate(known=state.account_rate)
     if rate is None and state.account_rate:
         rate = state.account_rate  # keep the last known rate through a failed lookup
     ProviderState.objects.filter(pk=state.pk).update(account_rate=rate, account_rate_checked_at=now)
     return rate
 
 
-def _read_ses_max_send_rate() -> float | None:
+def _read_ses_max_send_rate(*, known: float | None = None) -> float | None:
     import boto3
     from anymail.utils import get_anymail_setting
     from botocore.config import Config
@@ -99,10 +103,11 @@ def _read_ses_max_send_rate() -> float | None:
         quota = client.get_account()["SendQuota"]
         rate = float(quota["MaxSendRate"])
     except (BotoCoreError, ClientError, KeyError, TypeError, ValueError) as error:
+        then = f"keeping the last known {known:g}/s" if known else "sending to SES without a rate limit"
         logger.warning(
-            "Could not read the Amazon SES account's MaxSendRate (%s: %s); sending to SES "
-            "without a rate limit. Set TRANSACTIONAL_RATE_LIMITS=ses=<n>/s, or allow "
-            "ses:GetAccount.", type(error).__name__, error,
+            "Could not read the Amazon SES account's MaxSendRate (%s: %s); %s. Set "
+            "TRANSACTIONAL_RATE_LIMITS=ses=<n>/s, or allow ses:GetAccount.",
+            type(error).__name__, error, then,
         )
         return None
     logger.info("Amazon SES account allows %.4g message(s) per second", rate)

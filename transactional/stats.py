@@ -165,7 +165,8 @@ def _sent_per_day(start: datetime, end: datetime) -> dict[date, int]:
     """Return the recipients sent per UTC day."""
     rows = (
         Recipient.objects.filter(message__sent_at__gte=start, message__sent_at__lt=end)
-        .exclude(status=Recipient.Status.SUPPRESSED)
+        # Never mailed: suppressed, or sent elsewhere by staging safety.
+        .exclude(status__in=[Recipient.Status.SUPPRESSED, Recipient.Status.REDIRECTED, Recipient.Status.BLOCKED])
         .annotate(day=TruncDate("message__sent_at", tzinfo=UTC))
         .values("day")
         .annotate(recipients=Count("pk"))

@@ -12,6 +12,7 @@ Code against released django-tasks 0.12 names, imported only here.
 import logging
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 from django_tasks.backends.immediate import ImmediateBackend
@@ -72,6 +73,20 @@ def kick_at(when: datetime) -> None:
         deliver.using(run_after=when).enqueue()
     except Exception:
         logger.exception("Could not schedule a delivery run; the sweep will catch up")
+
+
+def wake_at(when: datetime) -> None:
+    """Book one delivery run for ``when``, unless one is booked already and no later.
+
+    Every worker that finds the breakers open (or a rate limit booked up)
+    asks for the same wake-up; one deferred task serves them all.
+    """
+    if not deliver.get_backend().supports_defer:
+        return
+    now = timezone.now()
+    free = Q(wake_at__isnull=True) | Q(wake_at__lte=now) | Q(wake_at__gt=when)
+    if OutboxState.objects.filter(free, pk=1).update(wake_at=when):
+        kick_at(when)
 
 
 def ensure_sweep_scheduled(*, restart: bool = False) -> None:

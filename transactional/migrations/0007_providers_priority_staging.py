@@ -1,5 +1,6 @@
 # Several providers (circuit breaker and rate-limit state per provider),
-# message priority (the due index now orders by it), staging statuses.
+# message priority (with a database default, so processes of the previous
+# release keep storing mail), staging statuses, the booked delivery run.
 # The due index that orders by priority comes in 0008.
 
 from django.db import migrations, models
@@ -36,7 +37,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='message',
             name='priority',
-            field=models.PositiveSmallIntegerField(choices=[(0, 'high'), (1, 'normal'), (2, 'low')], default=1),
+            field=models.PositiveSmallIntegerField(choices=[(0, 'high'), (1, 'normal'), (2, 'low')], db_default=1, default=1),
+        ),
+        migrations.AddField(
+            model_name='outboxstate',
+            name='wake_at',
+            field=models.DateTimeField(blank=True, help_text="A delivery run is booked for then: a breaker's probe, or a booked-up rate limit.", null=True),
         ),
         migrations.AlterField(
             model_name='attempt',

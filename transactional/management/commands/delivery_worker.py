@@ -7,14 +7,14 @@ kicks a delivery run for mail that arrived while no worker was up. Every
 ``db_worker`` option works here too.
 """
 
+import gc
 import logging
 import os
 
-from django.conf import settings
 from django_tasks_db.management.commands.db_worker import Command as DBWorkerCommand
 
-from transactional import tasks
-from transactional.conf import delivery_backend, get_setting
+from transactional import ratelimit, staging, tasks
+from transactional.conf import get_setting, providers
 from transactional.delivery import require_no_loop
 from transactional.models import OutboxState
 
@@ -36,15 +36,22 @@ class Command(DBWorkerCommand):
             logger.addHandler(logging.StreamHandler(self.stdout))
             logger.setLevel(logging.INFO)
         require_no_loop()
+        rules = staging.rules()  # invalid staging settings stop the worker here, loudly
         logger.info(
-            "Delivery worker starting: DJANGO_SETTINGS_MODULE=%s EMAIL_PROVIDER=%s "
-            "delivery backend=%s concurrency=%s batch=%s",
+            "Delivery worker starting: DJANGO_SETTINGS_MODULE=%s providers=%s "
+            "concurrency=%s batch=%s rate limits=%s%s",
             os.environ.get("DJANGO_SETTINGS_MODULE", "(unset)"),
-            getattr(settings, "EMAIL_PROVIDER", "(unset)"),
-            delivery_backend(),
+            ",".join(providers()),
             get_setting("CONCURRENCY"),
             get_setting("BATCH_SIZE"),
+            ratelimit.configured_rates() or "none",
+            f"; staging safety: {staging.describe(rules)}" if rules else "",
         )
+        # Everything loaded so far lives as long as the process: out of the
+        # collector's way, a full collection pauses the senders for less (a
+        # pause makes a rate-limited call miss its slot).
+        gc.collect()
+        gc.freeze()
         OutboxState.objects.update_or_create(pk=1, defaults={"kick_pending": False})
         tasks.ensure_sweep_scheduled(restart=True)
         tasks.kick(force=True)
