@@ -4,7 +4,6 @@ Everything an operator changes per deployment comes from the environment,
 through ``settings.env``; see docs/configuration.md for the full list.
 """
 
-from email.utils import formataddr
 from pathlib import Path
 
 import dj_database_url
@@ -111,7 +110,7 @@ if env.is_set("TRANSACTIONAL_RETRY_BASE_SECONDS"):
 if env.is_set("TRANSACTIONAL_ALLOWED_RECIPIENTS"):
     TRANSACTIONAL_ALLOWED_RECIPIENTS = env.list("TRANSACTIONAL_ALLOWED_RECIPIENTS")
 if env.is_set("TRANSACTIONAL_REDIRECT_TO"):
-    TRANSACTIONAL_REDIRECT_TO = [formataddr(pair) for pair in env.addresses("TRANSACTIONAL_REDIRECT_TO")]
+    TRANSACTIONAL_REDIRECT_TO = env.formatted_addresses("TRANSACTIONAL_REDIRECT_TO")
 
 
 # TEMPLATES AND STATIC FILES

@@ -142,6 +142,14 @@ class Env:
                 )
         return pairs
 
+    def formatted_addresses(self, name: str, default: str = "") -> list[str]:
+        """Like ``addresses()``, each as ``"Name" <address>`` (internationalized ones too)."""
+        return [
+            f'"{display}" <{address}>' if (display := label.replace("\\", "\\\\").replace('"', '\\"'))
+            else address
+            for label, address in self.addresses(name, default=default)
+        ]
+
     @staticmethod
     def _at_least(name: str, value, minimum):
         if minimum is not None and value < minimum:

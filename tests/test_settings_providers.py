@@ -354,3 +354,15 @@ def test_a_bad_provider_list_is_refused(environ, complaint):
 
 def test_no_provider_at_all_yields_an_empty_list_for_prod_to_report():
     assert chosen_providers(Env({})) == []
+
+
+def test_redirect_addresses_keep_names_and_internationalized_domains():
+    from email.utils import getaddresses
+
+    env = Env({"TRANSACTIONAL_REDIRECT_TO": 'QA <qa@bücher.example>, "Team, \\"Q\\"" <t@acme.test>, x@acme.test'})
+
+    formatted = env.formatted_addresses("TRANSACTIONAL_REDIRECT_TO")
+
+    assert getaddresses(formatted) == [
+        ("QA", "qa@bücher.example"), ('Team, "Q"', "t@acme.test"), ("", "x@acme.test"),
+    ]
