@@ -356,3 +356,21 @@ def test_runs_that_find_every_breaker_open_book_one_wake_up_between_them(two_pro
     assert OutboxState.objects.get().wake_at == later
     booked = DBTaskResult.objects.filter(task_path="transactional.tasks.deliver", run_after=later)
     assert booked.count() == 1
+
+
+def test_a_probe_that_missed_its_rate_limit_slot_is_still_sent(two_providers, settings):
+    from collections import deque
+
+    from transactional.delivery import Claimed, Result, _judge
+
+    past = timezone.now() - timedelta(seconds=1)
+    ProviderState.objects.create(provider="mailgun", state=OPEN, opened_at=past, retry_at=past)
+    breakers = breaker.Breakers(["mailgun", "sendgrid"])
+    assert breakers.choose([]) == "mailgun"  # the probe call is chosen...
+    item = Claimed(Message(pk=1), set(), tried=["mailgun"])
+    missed = Result(1, timezone.now(), "mailgun", missed_slot=True)  # ...but woke too late
+
+    _judge([(missed, item)], breakers, deque())
+
+    assert breakers.choose([]) == "mailgun"  # still this run's to send
+    assert breakers.choose([]) == "sendgrid"  # and only once

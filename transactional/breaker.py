@@ -85,6 +85,11 @@ class Breakers:
     def any_usable(self) -> bool:
         return self.first_usable() is not None
 
+    def not_called(self, provider: str) -> None:
+        """A call chosen for ``provider`` did not happen: if it was the probe, it is still to send."""
+        if self._probes.get(provider) is True:
+            self._probes[provider] = False
+
     def failed(self, provider: str, error: str) -> None:
         """Count a transient failure of ``provider`` (written by ``flush()``)."""
         self._failures[provider] += 1

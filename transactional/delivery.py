@@ -187,6 +187,7 @@ def _submit(pool: ThreadPoolExecutor, senders: "_Senders", breakers: Breakers, l
             group = items[start:start + size]
             slots = limiter.reserve(provider, len(group))
             if not slots.starts:
+                breakers.not_called(provider)
                 _release(items[start:], slots.retry_in)
                 break
             if failovers := [item for item in group if item.move_attempt]:
@@ -212,6 +213,8 @@ def _judge(results: list[tuple[Result, Claimed]], breakers: Breakers, ready: deq
     """
     finished = []
     for result, item in results:
+        if not result.called:
+            breakers.not_called(result.provider)  # a probe that did not go is still to go
         if result.missed_slot:
             item.tried.pop()  # not tried after all: it goes again, on a fresh slot
             ready.appendleft(item)
