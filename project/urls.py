@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from transactional.stats_views import stats_urls
+from transactional.unsubscribe_views import unsubscribe
 from transactional.views import healthz
 
 urlpatterns = [
@@ -17,6 +18,8 @@ urlpatterns = [
     path("anymail/", include("anymail.urls")),
     path("birthday/", include("birthday.urls")),
     path("healthz", healthz, name="healthz"),
+    # One-click unsubscribe (RFC 8058): the links in mail on non-transactional streams.
+    path("unsubscribe/<str:token>/", unsubscribe, name="transactional-unsubscribe"),
     # Development pages: 404 unless DEBUG, decided per request.
     path("dev/", include("transactional.dev.urls")),
 ]

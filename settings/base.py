@@ -104,6 +104,15 @@ if env.is_set("TRANSACTIONAL_MAX_ATTEMPTS"):
     TRANSACTIONAL_MAX_ATTEMPTS = env.int("TRANSACTIONAL_MAX_ATTEMPTS", default=0, minimum=1)
 if env.is_set("TRANSACTIONAL_RETRY_BASE_SECONDS"):
     TRANSACTIONAL_RETRY_BASE_SECONDS = env.float("TRANSACTIONAL_RETRY_BASE_SECONDS", default=0, minimum=0)
+# Message streams besides "transactional" (e.g. notifications,newsletter):
+# one-click unsubscribe, suppression per stream. docs/configuration.md.
+if env.is_set("TRANSACTIONAL_STREAMS"):
+    TRANSACTIONAL_STREAMS = [name.lower() for name in env.list("TRANSACTIONAL_STREAMS")]
+# Where this site is reached from the internet: the base of unsubscribe links.
+if env.is_set("TRANSACTIONAL_SITE_URL"):
+    TRANSACTIONAL_SITE_URL = env.str("TRANSACTIONAL_SITE_URL")
+if env.is_set("TRANSACTIONAL_UNSUBSCRIBE_MAILTO"):
+    TRANSACTIONAL_UNSUBSCRIBE_MAILTO = env.addresses("TRANSACTIONAL_UNSUBSCRIBE_MAILTO")[0][1]
 # Staging safety: mail to anyone outside the allow-list (addresses, domains,
 # *.subdomains) is redirected to TRANSACTIONAL_REDIRECT_TO, or refused when
 # that is unset. transactional/staging.py; `check --deploy` warns while on.

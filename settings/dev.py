@@ -25,3 +25,6 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Acme <no-reply@acme.
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 ADMINS = env.addresses("ADMINS", default="Acme Admin <admin@acme.test>")
 MANAGERS = env.addresses("MANAGERS", default="Acme Admin <admin@acme.test>")
+
+# One-click unsubscribe links point at the dev server.
+TRANSACTIONAL_SITE_URL = env.str("TRANSACTIONAL_SITE_URL", default="http://127.0.0.1:8000")

@@ -34,6 +34,9 @@ for _knob in (
     "TRANSACTIONAL_MAX_ATTEMPTS",
     "TRANSACTIONAL_RETRY_BASE_SECONDS",
     "TRANSACTIONAL_ALLOWED_RECIPIENTS",
+    "TRANSACTIONAL_STREAMS",
+    "TRANSACTIONAL_SITE_URL",
+    "TRANSACTIONAL_UNSUBSCRIBE_MAILTO",
     "TRANSACTIONAL_REDIRECT_TO",
 ):
     globals().pop(_knob, None)
@@ -55,3 +58,6 @@ DEFAULT_FROM_EMAIL = "Acme <no-reply@acme.test>"
 SERVER_EMAIL = "server@acme.test"
 ADMINS = [("Acme Admin", "admin@acme.test")]
 MANAGERS = ADMINS
+
+# The base of links in mail (one-click unsubscribe).
+TRANSACTIONAL_SITE_URL = "https://mail.acme.test"

@@ -222,7 +222,7 @@ def test_adding_an_address_twice_is_a_form_error(admin_client):
     )
 
     assert response.status_code == 200
-    assert "Suppression with this Address already exists." in response.content.decode()
+    assert "This address is on the suppression list for this stream already." in response.content.decode()
 
 
 def test_suppressions_are_listed_searched_and_never_edited(admin_client):

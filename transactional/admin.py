@@ -19,6 +19,7 @@ from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
 from . import operations, provider_admin, suppression  # noqa: F401  (provider_admin: its page)
+from .conf import streams
 from .models import Attempt, Event, Message, Recipient, Suppression, normalize_address
 from .serialization import deserialize
 
@@ -88,6 +89,7 @@ class MessageAdmin(admin.ModelAdmin):
         "created_at",
         "status",
         "priority",
+        "stream",
         "provider",
         "from_email",
         "addresses",
@@ -96,7 +98,7 @@ class MessageAdmin(admin.ModelAdmin):
         "next_attempt_at",
         "short_error",
     )
-    list_filter = ("status", "priority", "provider", "created_at")
+    list_filter = ("status", "stream", "priority", "provider", "created_at")
     date_hierarchy = "created_at"
     search_fields = ("subject", "recipients__address", "recipients__esp_message_id", "message_id")
     # The outbox grows large; skip the extra unfiltered COUNT(*) on every filtered page.
@@ -104,7 +106,7 @@ class MessageAdmin(admin.ModelAdmin):
     actions = ("retry_now", "cancel")
     inlines = (RecipientInline, EventInline, AttemptInline)
     fieldsets = (
-        (None, {"fields": ("status", "priority", "provider", "from_email", "subject", "message_id")}),
+        (None, {"fields": ("status", "stream", "priority", "provider", "from_email", "subject", "message_id")}),
         (
             "Delivery",
             {
@@ -317,10 +319,29 @@ class EventAdmin(admin.ModelAdmin):
 
 class SuppressionForm(forms.ModelForm):
     address = forms.EmailField(max_length=320)
+    stream = forms.ChoiceField(
+        required=False, help_text="Every stream, or only one (as an unsubscribe from it does)."
+    )
 
     class Meta:
         model = Suppression
-        fields = ("address", "reason", "note")
+        fields = ("address", "stream", "reason", "note")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "stream" in self.fields:  # not on the read-only change page
+                self.fields["stream"].choices = [(Suppression.EVERY_STREAM, "every stream")] + [
+                (name, name) for name in streams()
+            ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        address = cleaned.get("address")
+        if address and cleaned.get("stream") and Suppression.objects.for_addresses([address]).filter(
+            stream=Suppression.EVERY_STREAM
+        ).exists():
+            raise forms.ValidationError("This address is suppressed on every stream already.")
+        return cleaned
 
     def clean_address(self) -> str:
         # Normalize before the unique check, as Suppression.save() would after it.
@@ -336,10 +357,14 @@ class SuppressionForm(forms.ModelForm):
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
     form = SuppressionForm
-    list_display = ("address", "reason", "source", "source_event", "created_at")
-    list_filter = ("reason", "source")
+    list_display = ("address", "scope", "reason", "source", "source_event", "created_at")
+    list_filter = ("reason", "stream", "source")
     list_select_related = ("event",)
     search_fields = ("address",)
+
+    @admin.display(description="stream", ordering="stream")
+    def scope(self, obj: Suppression) -> str:
+        return obj.stream or "every stream"
 
     @admin.display(description="source event", ordering="event__timestamp")
     def source_event(self, obj: Suppression) -> str:
@@ -357,7 +382,7 @@ class SuppressionAdmin(admin.ModelAdmin):
     def get_readonly_fields(
         self, request: HttpRequest, obj: Suppression | None = None
     ) -> tuple[str, ...]:
-        return () if obj is None else ("source", "event", "created_at")
+        return () if obj is None else ("stream", "source", "event", "created_at")
 
     def has_change_permission(self, request: HttpRequest, obj: Suppression | None = None) -> bool:
         return False  # added by hand or by an ESP event, removed when wrong; never edited
@@ -371,9 +396,9 @@ class SuppressionAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
 
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
-        suppression.unsuppress(obj.address, by=request.user.get_username())
+        suppression.unsuppress(obj.address, by=request.user.get_username(), stream=obj.stream)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
         by = request.user.get_username()
-        for address in queryset.values_list("address", flat=True):
-            suppression.unsuppress(address, by=by)
+        for address, stream in queryset.values_list("address", "stream"):
+            suppression.unsuppress(address, by=by, stream=stream)

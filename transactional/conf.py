@@ -6,9 +6,12 @@ if set, else the default below. Reading at call time keeps
 docs/configuration.md.
 """
 
+import re
 from typing import Any
 
 from django.conf import settings
+
+STREAM_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 DEFAULTS: dict[str, Any] = {
     # Delivery and retries
@@ -42,6 +45,14 @@ DEFAULTS: dict[str, Any] = {
     "BREAKER_FAILURES": 5,
     "BREAKER_WINDOW_SECONDS": 60,
     "BREAKER_COOLDOWN_SECONDS": 30,
+    #: Streams besides "transactional" (e.g. notifications, newsletter): each
+    #: gets a one-click unsubscribe, and an unsubscribe stops only its stream.
+    "STREAMS": (),
+    #: Base of the links in mail (unsubscribe), e.g. https://mail.acme-corp.com.
+    "SITE_URL": "",
+    #: An address whose inbound mail (anymail's inbound webhook) unsubscribes,
+    #: offered as List-Unsubscribe's mailto. Empty: the https link only.
+    "UNSUBSCRIBE_MAILTO": "",
     # Staging safety (transactional/staging.py)
     "ALLOWED_RECIPIENTS": (),
     "REDIRECT_TO": (),
@@ -84,6 +95,25 @@ def delivery_backend() -> str:
 def provider_name() -> str:
     """Return the primary provider: EMAIL_PROVIDER, or the delivery backend's module name."""
     return getattr(settings, "EMAIL_PROVIDER", "") or delivery_backend().rsplit(".", 2)[-2]
+
+
+def streams() -> tuple[str, ...]:
+    """Return every stream a message may be on, "transactional" first."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .models import DEFAULT_STREAM
+
+    configured = get_setting("STREAMS") or ()
+    if isinstance(configured, str) or not all(isinstance(name, str) for name in configured):
+        raise ImproperlyConfigured(
+            "TRANSACTIONAL_STREAMS must be a list of stream names, e.g. ['notifications', 'newsletter']."
+        )
+    if bad := [name for name in configured if not STREAM_NAME.fullmatch(name)]:
+        raise ImproperlyConfigured(
+            f"TRANSACTIONAL_STREAMS has {', '.join(map(repr, bad))}; a stream name is 1 to 64 "
+            "lower-case letters, digits, '-' or '_', starting with a letter."
+        )
+    return (DEFAULT_STREAM, *dict.fromkeys(name for name in configured if name != DEFAULT_STREAM))
 
 
 def providers() -> dict[str, str]:

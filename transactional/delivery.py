@@ -323,14 +323,18 @@ def _prepare(batch: list[Message], rules: "staging.Rules | None" = None) -> list
     Staging safety is decided here, at the last moment, so mail queued
     before it was switched on (or restored from a production dump) obeys it.
     """
-    addresses = {r.address for m in batch if not m.bypass_suppression for r in m.recipients.all()}
-    newly = suppressed_among(addresses)
+    by_stream: dict[str, set[str]] = {}
+    for message in batch:
+        if not message.bypass_suppression:
+            by_stream.setdefault(message.stream, set()).update(r.address for r in message.recipients.all())
+    newly = {stream: suppressed_among(addresses, stream=stream) for stream, addresses in by_stream.items()}
     claimed = []
     for message in batch:
         recipients = list(message.recipients.all())
         excluded = {r.address for r in recipients if r.status == Recipient.Status.SUPPRESSED}
         if not message.bypass_suppression:
-            fresh = [r for r in recipients if r.address in newly and r.address not in excluded]
+            listed = newly.get(message.stream, set())
+            fresh = [r for r in recipients if r.address in listed and r.address not in excluded]
             if fresh:
                 Recipient.objects.filter(pk__in=[r.pk for r in fresh]).update(
                     status=Recipient.Status.SUPPRESSED

@@ -296,7 +296,8 @@ def _keep_suppressed(
     listed = Suppression.objects.for_addresses([address]) | Suppression.objects.filter(
         address__in=spellings
     )
-    row, *extra = sorted(listed, key=lambda row: row.address != placeholder) or [None]
+    # One row, for every stream: a person who asked to be forgotten gets nothing.
+    row, *extra = sorted(listed, key=lambda row: (row.address != placeholder, row.stream != "")) or [None]
     Suppression.objects.filter(pk__in=[other.pk for other in extra]).delete()
     if row is None:
         Suppression.objects.create(
@@ -307,11 +308,12 @@ def _keep_suppressed(
             note="Address erased on request; matched by its hash.",
         )
         return "added"
-    if row.address == placeholder:
+    if row.address == placeholder and row.stream == Suppression.EVERY_STREAM:
         return "kept"
     Suppression.objects.filter(pk=row.pk).update(
         address=placeholder,
         address_hash=address_hash(address),
+        stream=Suppression.EVERY_STREAM,
         note=mention.sub(placeholder, row.note),
     )
     return "replaced"

@@ -50,7 +50,7 @@ from django.utils import timezone
 
 from . import esps, event_queries
 from .bulk_insert import PreparedInsert
-from .models import Event, Recipient, Suppression, normalize_address
+from .models import DEFAULT_STREAM, Event, Message, Recipient, Suppression, normalize_address
 from .status import next_status, statuses_below
 from .suppression import suppress_many
 
@@ -396,7 +396,12 @@ def _apply_status(rows: list[Event], linker: _Linker) -> None:
 
 
 def _apply_suppressions(rows: list[Event]) -> None:
-    """Suppress the addresses of hard bounces, complaints, unsubscribes and invalid addresses."""
+    """Suppress the addresses of hard bounces, complaints, unsubscribes and invalid addresses.
+
+    An unsubscribe stops only the stream of the message it came from (the
+    default stream when the message is not known); everything else stops
+    every stream.
+    """
     wanted = []
     for row in rows:
         reason = esps.suppression_reason(row.esp, row.event_type, row.raw)
@@ -404,5 +409,11 @@ def _apply_suppressions(rows: list[Event]) -> None:
             wanted.append(
                 Suppression(address=row.address, reason=reason, source=row.esp, event=row)
             )
+    unsubscribes = [row for row in wanted if row.reason == Suppression.Reason.UNSUBSCRIBED]
+    if unsubscribes:
+        linked = {row.event.message_id for row in unsubscribes} - {None}
+        stream_of = dict(Message.objects.filter(pk__in=linked).values_list("pk", "stream")) if linked else {}
+        for row in unsubscribes:
+            row.stream = stream_of.get(row.event.message_id, DEFAULT_STREAM)
     if wanted:
         suppress_many(wanted)

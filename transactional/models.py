@@ -10,6 +10,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+#: The stream every message is on unless it says otherwise: mail a person
+#: needs (receipts, password resets), never given a one-click unsubscribe.
+DEFAULT_STREAM = "transactional"
+
+
 def normalize_address(address: str) -> str:
     """Return the form addresses are compared and stored in.
 
@@ -98,6 +103,10 @@ class Message(models.Model):
     priority = models.PositiveSmallIntegerField(
         choices=Priority.choices, default=Priority.NORMAL, db_default=Priority.NORMAL
     )
+    stream = models.CharField(
+        max_length=64, default=DEFAULT_STREAM, db_default=DEFAULT_STREAM,
+        help_text="transactional, or a configured stream (TRANSACTIONAL_STREAMS).",
+    )
     provider = models.CharField(
         max_length=32, blank=True, help_text="The provider that sent it (or was tried last)."
     )
@@ -136,6 +145,7 @@ class Message(models.Model):
                 fields=["claimed_at"], condition=Q(status="sending"), name="message_sending_idx"
             ),
             models.Index(fields=["status", "created_at"], name="message_status_created_idx"),
+            models.Index(fields=["stream", "sent_at"], name="message_stream_sent_idx"),
         ]
 
     def __str__(self) -> str:
@@ -274,6 +284,10 @@ class SuppressionQuerySet(models.QuerySet):
         hashes = {address_hash(a) for a in wanted}
         return self.filter(Q(address__in=wanted) | Q(address_hash__in=hashes))
 
+    def for_stream(self, stream: str) -> "SuppressionQuerySet":
+        """Rows that stop mail on ``stream``: those for every stream, and its own."""
+        return self.filter(stream__in=[Suppression.EVERY_STREAM, stream])
+
 
 class Suppression(models.Model):
     """An address we never mail again (unless a message bypasses the list)."""
@@ -285,8 +299,16 @@ class Suppression(models.Model):
         REJECTED = "rejected", "rejected as invalid"
         MANUAL = "manual", "added by hand"
 
-    address = models.CharField(max_length=320, unique=True)
+    #: ``stream`` of a row that stops every stream (bounces, complaints, ...).
+    EVERY_STREAM = ""
+
+    address = models.CharField(max_length=320)
     address_hash = models.CharField(max_length=64, db_index=True, editable=False, default="")
+    stream = models.CharField(
+        max_length=64, blank=True, default="", db_default="",
+        help_text="Empty: every stream (a bounce, a complaint). A stream's name: only that "
+        "stream (an unsubscribe from it).",
+    )
     reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.MANUAL)
     source = models.CharField(max_length=64, blank=True, help_text='Where it came from: "admin", "import", an ESP.')
     note = models.TextField(blank=True)
@@ -300,6 +322,12 @@ class Suppression(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["address", "stream"], name="suppression_unique_per_stream",
+                violation_error_message="This address is on the suppression list for this stream already.",
+            ),
+        ]
 
     def save(self, *args, **kwargs) -> None:
         self.address = normalize_address(self.address)
@@ -308,7 +336,7 @@ class Suppression(models.Model):
         super().save(*args, **kwargs)
 
     def __str__(self) -> str:
-        return self.address
+        return f"{self.address} ({self.stream})" if self.stream else self.address
 
 
 class OutboxState(models.Model):

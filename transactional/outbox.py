@@ -16,10 +16,10 @@ from django.core.mail.message import DNS_NAME
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import tasks
-from .conf import get_setting
+from . import tasks, unsubscribe
+from .conf import get_setting, streams
 from .exceptions import MessageTooLarge
-from .models import Message, Recipient, normalize_address
+from .models import DEFAULT_STREAM, Message, Recipient, normalize_address
 from .serialization import serialize
 from .suppression import suppressed_among
 
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 IDEMPOTENCY_KEY = "idempotency_key"
 BYPASS_SUPPRESSION = "bypass_suppression"
 PRIORITY = "priority"
+STREAM = "stream"
 
 
 def enqueue(messages: Sequence[EmailMessage]) -> int:
@@ -55,6 +56,7 @@ def _store(email: EmailMessage) -> bool:
         return True
 
     priority = _priority(email)
+    stream = _stream(email)
     email = _with_message_id(email)
     limit = get_setting("MAX_MESSAGE_BYTES")
     size = _size_upper_bound(email)
@@ -67,8 +69,16 @@ def _store(email: EmailMessage) -> bool:
         )
 
     recipients = _recipients(email)
+    if stream != DEFAULT_STREAM:
+        if len(recipients) != 1:
+            raise ValueError(
+                f"Message {email.subject!r} is on stream {stream!r} and has {len(recipients)} "
+                "recipients: a message on a stream other than 'transactional' goes to one "
+                "address, which its one-click unsubscribe link names. Send one per recipient."
+            )
+        email = unsubscribe.with_headers(email, recipients[0].address, stream)
     bypass = bool(getattr(email, BYPASS_SUPPRESSION, False))
-    suppressed = set() if bypass else suppressed_among(r.address for r in recipients)
+    suppressed = set() if bypass else suppressed_among((r.address for r in recipients), stream=stream)
     for recipient in recipients:
         if recipient.address in suppressed:
             recipient.status = Recipient.Status.SUPPRESSED
@@ -79,6 +89,7 @@ def _store(email: EmailMessage) -> bool:
     message = Message(
         status=Message.Status.SUPPRESSED if everyone_suppressed else Message.Status.QUEUED,
         priority=priority,
+        stream=stream,
         from_email=email.from_email,
         subject=email.subject,
         message_id=email.extra_headers["Message-ID"],
@@ -204,6 +215,20 @@ def _priority(email: EmailMessage) -> int:
     raise ValueError(
         f"Message {email.subject!r} has priority={value!r}; use one of "
         f"{', '.join(map(repr, names))} (or transactional.models.Message.Priority)."
+    )
+
+
+def _stream(email: EmailMessage) -> str:
+    """Return the message's ``stream`` attribute, one of TRANSACTIONAL_STREAMS."""
+    value = getattr(email, STREAM, None)
+    if value is None:
+        return DEFAULT_STREAM
+    known = streams()
+    if isinstance(value, str) and value.strip().lower() in known:
+        return value.strip().lower()
+    raise ValueError(
+        f"Message {email.subject!r} has stream={value!r}; use one of {', '.join(map(repr, known))} "
+        "(more are configured with TRANSACTIONAL_STREAMS)."
     )
 
 

@@ -24,7 +24,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.template import Context, Engine, Template, TemplateDoesNotExist
 
 from .html_text import html_to_text, tidy_text
-from .outbox import BYPASS_SUPPRESSION, IDEMPOTENCY_KEY, PRIORITY
+from .outbox import BYPASS_SUPPRESSION, IDEMPOTENCY_KEY, PRIORITY, STREAM
 from .serialization import ANYMAIL_ATTRIBUTES
 
 #: Folder, under any template directory, that holds one folder per mail.
@@ -32,7 +32,7 @@ TEMPLATE_ROOT = "emails"
 SUBJECT, TEXT, HTML = "subject.txt", "body.txt", "body.html"
 
 #: Attributes send_templated() sets on the message: anymail's and the outbox's.
-MESSAGE_ATTRIBUTES = frozenset(ANYMAIL_ATTRIBUTES) | {IDEMPOTENCY_KEY, BYPASS_SUPPRESSION, PRIORITY}
+MESSAGE_ATTRIBUTES = frozenset(ANYMAIL_ATTRIBUTES) | {IDEMPOTENCY_KEY, BYPASS_SUPPRESSION, PRIORITY, STREAM}
 
 
 def send_templated(
@@ -56,7 +56,8 @@ def send_templated(
 
     ``attributes`` are anymail's message attributes (``track_clicks``,
     ``send_at``, ...) and the outbox's ``idempotency_key``,
-    ``bypass_suppression`` and ``priority`` ("high", "normal", "low").
+    ``bypass_suppression``, ``priority`` ("high", "normal", "low") and
+    ``stream`` (one of TRANSACTIONAL_STREAMS; default "transactional").
     """
     if tags is not None:
         attributes["tags"] = list(tags)

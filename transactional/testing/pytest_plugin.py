@@ -33,8 +33,9 @@ class OutboxHelper:
     def messages(self):
         return Message.objects.order_by("pk")
 
-    def suppress(self, address: str, reason: str = "manual") -> None:
-        suppress(address, reason=reason, source="test")
+    def suppress(self, address: str, reason: str = "manual", *, stream: str = "") -> None:
+        """Put ``address`` on the suppression list (of every stream, or of ``stream``)."""
+        suppress(address, reason=reason, source="test", stream=stream)
 
     def sent_to(self, address: str) -> list[mail.EmailMessage]:
         """Return the delivered mails with ``address`` among their recipients."""

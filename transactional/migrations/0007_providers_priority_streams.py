@@ -1,7 +1,7 @@
 # Several providers (circuit breaker and rate-limit state per provider),
-# message priority (with a database default, so processes of the previous
-# release keep storing mail), staging statuses, the booked delivery run.
-# The due index that orders by priority comes in 0008.
+# message priority and stream (with database defaults, so processes of the
+# previous release keep storing mail), suppression per stream, staging
+# statuses, the booked delivery run. The indexes on messages come in 0008.
 
 from django.db import migrations, models
 
@@ -40,9 +40,19 @@ class Migration(migrations.Migration):
             field=models.PositiveSmallIntegerField(choices=[(0, 'high'), (1, 'normal'), (2, 'low')], db_default=1, default=1),
         ),
         migrations.AddField(
+            model_name='message',
+            name='stream',
+            field=models.CharField(db_default='transactional', default='transactional', help_text='transactional, or a configured stream (TRANSACTIONAL_STREAMS).', max_length=64),
+        ),
+        migrations.AddField(
             model_name='outboxstate',
             name='wake_at',
             field=models.DateTimeField(blank=True, help_text="A delivery run is booked for then: a breaker's probe, or a booked-up rate limit.", null=True),
+        ),
+        migrations.AddField(
+            model_name='suppression',
+            name='stream',
+            field=models.CharField(blank=True, db_default='', default='', help_text="Empty: every stream (a bounce, a complaint). A stream's name: only that stream (an unsubscribe from it).", max_length=64),
         ),
         migrations.AlterField(
             model_name='attempt',
@@ -63,5 +73,14 @@ class Migration(migrations.Migration):
             model_name='recipient',
             name='status',
             field=models.CharField(choices=[('queued', 'queued'), ('sent', 'sent'), ('deferred', 'deferred'), ('delivered', 'delivered'), ('opened', 'opened'), ('clicked', 'clicked'), ('bounced', 'bounced'), ('complained', 'complained'), ('unsubscribed', 'unsubscribed'), ('rejected', 'rejected'), ('failed', 'failed'), ('suppressed', 'suppressed'), ('redirected', 'redirected (staging)'), ('blocked', 'blocked (staging)')], default='queued', max_length=16),
+        ),
+        migrations.AlterField(
+            model_name='suppression',
+            name='address',
+            field=models.CharField(max_length=320),
+        ),
+        migrations.AddConstraint(
+            model_name='suppression',
+            constraint=models.UniqueConstraint(fields=('address', 'stream'), name='suppression_unique_per_stream', violation_error_message='This address is on the suppression list for this stream already.'),
         ),
     ]
