@@ -3,7 +3,7 @@
 import pytest
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import EmailMessage, send_mail
+from django.core.mail import EmailMessage
 
 from transactional import unsubscribe
 from transactional.conf import streams
