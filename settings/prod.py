@@ -7,6 +7,8 @@ once, so a deployment fails at start-up rather than on the first mail.
 
 import copy
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
 from .base import BASE_DIR, LOGGING
 from .env import env
@@ -20,6 +22,16 @@ env.require(
     *(() if EMAIL_PROVIDERS else (("EMAIL_PROVIDER", "EMAIL_PROVIDERS"),)),
     *(name for provider in EMAIL_PROVIDERS for name in required_variables(provider, env)),
 )
+
+# Streams other than "transactional" carry one-click unsubscribe links, which
+# must point at this site over https (RFC 8058).
+if env.is_set("TRANSACTIONAL_STREAMS"):
+    env.require("TRANSACTIONAL_SITE_URL")
+    if not env.str("TRANSACTIONAL_SITE_URL").startswith("https://"):
+        raise ImproperlyConfigured(
+            "TRANSACTIONAL_SITE_URL must be an https:// URL: the one-click unsubscribe links "
+            "in mail on TRANSACTIONAL_STREAMS point at it (RFC 8058)."
+        )
 
 # GENERAL
 # ------------------------------------------------------------------------------

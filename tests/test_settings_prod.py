@@ -150,3 +150,27 @@ def test_error_report_mail_hides_credentials(settings, mailoutbox):
     assert "RuntimeError" in report
     for secret in ("YW55bWFpbDpzM2NyM3Q=", "abcdef123456", "pg-pass-999"):
         assert secret not in report
+
+
+@pytest.mark.parametrize("site_url, complaint", [
+    (None, "Missing required environment variable(s): TRANSACTIONAL_SITE_URL."),
+    ("http://mail.acme-corp.com", "TRANSACTIONAL_SITE_URL must be an https:// URL"),
+])
+def test_streams_need_an_https_site_url_in_production(tmp_path, site_url, complaint):
+    environ = {**PRODUCTION, "TRANSACTIONAL_STREAMS": "newsletter"}
+    if site_url:
+        environ["TRANSACTIONAL_SITE_URL"] = site_url
+
+    result = run("manage.py", "check", "--settings=settings.prod", environ=environ, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_streams_with_an_https_site_url_check_clean_in_production(tmp_path):
+    environ = {**PRODUCTION, "TRANSACTIONAL_STREAMS": "newsletter,notifications",
+               "TRANSACTIONAL_SITE_URL": "https://mail.acme-corp.com"}
+
+    result = run("manage.py", "check", "--deploy", "--settings=settings.prod", environ=environ, tmp_path=tmp_path)
+
+    assert result.returncode == 0, result.stderr

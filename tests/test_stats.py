@@ -467,3 +467,39 @@ def test_no_data_breaks_the_line_and_labels_count_back_from_the_newest():
 def test_an_all_zero_or_empty_chart_is_still_well_formed():
     ET.fromstring(line_chart(["a", "b"], [Series("s", [0, 0], "red")], title="zeros"))
     ET.fromstring(line_chart(["a"], [Series("s", [None], "red")], title="nothing"))
+
+
+# Streams
+# ------------------------------------------------------------------------------
+
+
+def test_stats_for_one_stream_count_only_its_mail():
+    [receipt] = sent(at(TODAY), stream="transactional")
+    news = sent(at(TODAY), count=3, stream="newsletter")
+    event(receipt, "delivered", at(TODAY, 13))
+    event(news[0], "complained", at(TODAY, 14), raw={"complaint": {"complaintFeedbackType": "abuse"}})
+
+    everything = delivery_stats(today=TODAY)
+    newsletter = delivery_stats(today=TODAY, stream="newsletter")
+    transactional = delivery_stats(today=TODAY, stream="transactional")
+
+    assert (everything.total.sent, everything.total.delivered, everything.total.complained) == (4, 1, 1)
+    assert (newsletter.total.sent, newsletter.total.delivered, newsletter.total.complained) == (3, 0, 1)
+    assert (transactional.total.sent, transactional.total.delivered, transactional.total.complained) == (1, 1, 0)
+
+
+def test_the_page_switches_stream_and_refuses_an_unknown_one(admin_client, settings):
+    from django.urls import reverse
+
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    sent(timezone.now(), count=2, stream="newsletter")
+    page = reverse("admin:transactional_stats")
+
+    everything = admin_client.get(page)
+    newsletter = admin_client.get(page, {"stream": "newsletter"})
+
+    assert 'href="?stream=newsletter"' in everything.content.decode()
+    assert "Mail on the <strong>newsletter</strong> stream only." in newsletter.content.decode()
+    assert newsletter.context["stats"].total.sent == 2
+    assert admin_client.get(page, {"stream": "transactional"}).context["stats"].total.sent == 0
+    assert admin_client.get(page, {"stream": "<script>"}).status_code == 404

@@ -255,3 +255,31 @@ def test_a_token_for_the_transactional_stream_or_a_dropped_stream_is_refused(set
     for token in (transactional, dropped):
         with pytest.raises(unsubscribe.BadToken):
             unsubscribe.read_token(token)
+
+
+# -- Settings and checks ------------------------------------------------------
+
+
+def test_streams_without_a_site_url_are_a_check_error(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_SITE_URL = ""
+
+    assert "transactional.E013" in [m.id for m in run_checks()]
+
+
+def test_a_plain_http_site_url_is_a_check_error_without_debug(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_SITE_URL = "http://mail.acme.test"
+    assert "transactional.E013" in [m.id for m in run_checks()]
+    settings.DEBUG = True
+    assert "transactional.E013" not in [m.id for m in run_checks()]
+
+
+def test_a_bad_stream_name_is_a_check_error(settings):
+    from django.core.checks import run_checks
+
+    settings.TRANSACTIONAL_STREAMS = ["Bad Name"]
+
+    assert "transactional.E012" in [m.id for m in run_checks()]

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from . import staging
-from .conf import get_setting, providers
+from . import staging, unsubscribe
+from .conf import get_setting, providers, streams
 from .delivery import OUTBOX_BACKEND
 from .ratelimit import configured_rates
 from .dns.domains import address_domain, aligned, is_reserved, organizational_domain
@@ -212,6 +212,23 @@ def check_rate_limits(app_configs, **kwargs) -> list[checks.CheckMessage]:
                 f"through ({', '.join(providers())}).",
                 hint="Name the providers of EMAIL_PROVIDERS (or TRANSACTIONAL_PROVIDERS).",
                 id="transactional.E011",
+            )
+        ]
+    return []
+
+
+@checks.register(checks.Tags.compatibility)
+def check_streams(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    try:
+        streams()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="transactional.E012")]
+    if problem := unsubscribe.settings_problem():
+        return [
+            checks.Error(
+                problem,
+                hint="Set TRANSACTIONAL_SITE_URL to the https address this site is reached at.",
+                id="transactional.E013",
             )
         ]
     return []

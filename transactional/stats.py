@@ -115,14 +115,21 @@ class DeliveryStats:
     complaint_rate: Rate
 
 
-def delivery_stats(*, days: int = DAYS, today: date | None = None) -> DeliveryStats:
-    """Return the daily counts and the rates for the ``days`` UTC days up to ``today``."""
+def delivery_stats(*, days: int = DAYS, today: date | None = None, stream: str | None = None) -> DeliveryStats:
+    """Return the daily counts and the rates for the ``days`` UTC days up to ``today``.
+
+    ``stream``: only mail on that stream (None: every stream).
+    """
     today = today or timezone.now().astimezone(UTC).date()
     first = today - timedelta(days=days - 1)
     start, end = _midnight(first), _midnight(today + timedelta(days=1))
     events = _events_between(start, end)
+    recipients = Recipient.objects.all()
+    if stream is not None:
+        events = events.filter(recipient__message__stream=stream)
+        recipients = recipients.filter(message__stream=stream)
 
-    sent = _sent_per_day(start, end)
+    sent = _sent_per_day(recipients, start, end)
     tracked, tracked_total = _tracked(events)
     verdicts = _verdicts(events)
 
@@ -161,10 +168,10 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def _sent_per_day(start: datetime, end: datetime) -> dict[date, int]:
+def _sent_per_day(recipients: QuerySet[Recipient], start: datetime, end: datetime) -> dict[date, int]:
     """Return the recipients sent per UTC day."""
     rows = (
-        Recipient.objects.filter(message__sent_at__gte=start, message__sent_at__lt=end)
+        recipients.filter(message__sent_at__gte=start, message__sent_at__lt=end)
         # Never mailed: suppressed, or sent elsewhere by staging safety.
         .exclude(status__in=[Recipient.Status.SUPPRESSED, Recipient.Status.REDIRECTED, Recipient.Status.BLOCKED])
         .annotate(day=TruncDate("message__sent_at", tzinfo=UTC))

@@ -16,7 +16,7 @@ from operator import attrgetter
 from django.apps import apps
 from django.contrib.admin import AdminSite
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils.dateformat import format as format_date
@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_safe
 
 from .charts import Series, Threshold, line_chart
+from .conf import streams
 from .stats import GMAIL_SPAM_RATE_LIMIT, Counts, DeliveryStats, Rate, delivery_stats
 
 TITLE = "Delivery stats"
@@ -56,8 +57,14 @@ def delivery_stats_view(request: HttpRequest, *, admin_site: AdminSite) -> Templ
     # admin_view() lets in any active staff member; the figures are about messages.
     if not request.user.has_perm("transactional.view_message"):
         raise PermissionDenied
-    stats = delivery_stats()
+    known = streams()
+    stream = request.GET.get("stream") or None
+    if stream is not None and stream not in known:
+        raise Http404(f"No stream {stream!r}; the streams are {', '.join(known)}.")
+    stats = delivery_stats(stream=stream)
     context = {
+        "stream": stream,
+        "streams": known if len(known) > 1 else (),
         **admin_site.each_context(request),
         "title": TITLE,
         "app_label": "transactional",
