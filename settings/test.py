@@ -61,3 +61,4 @@ MANAGERS = ADMINS
 
 # The base of links in mail (one-click unsubscribe).
 TRANSACTIONAL_SITE_URL = "https://mail.acme.test"
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, "mail.acme.test"]  # noqa: F405

@@ -58,6 +58,15 @@ def _store(email: EmailMessage) -> bool:
     priority = _priority(email)
     stream = _stream(email)
     email = _with_message_id(email)
+    recipients = _recipients(email)
+    if stream != DEFAULT_STREAM:
+        if len(recipients) != 1:
+            raise ValueError(
+                f"Message {email.subject!r} is on stream {stream!r} and has {len(recipients)} "
+                "recipients: a message on a stream other than 'transactional' goes to one "
+                "address, which its one-click unsubscribe link names. Send one per recipient."
+            )
+        email = unsubscribe.with_headers(email, recipients[0].address, stream)
     limit = get_setting("MAX_MESSAGE_BYTES")
     size = _size_upper_bound(email)
     if size > limit:  # only then is rendering the whole MIME message worth it
@@ -68,15 +77,6 @@ def _store(email: EmailMessage) -> bool:
             f"{limit:,}-byte limit (TRANSACTIONAL_MAX_MESSAGE_BYTES)."
         )
 
-    recipients = _recipients(email)
-    if stream != DEFAULT_STREAM:
-        if len(recipients) != 1:
-            raise ValueError(
-                f"Message {email.subject!r} is on stream {stream!r} and has {len(recipients)} "
-                "recipients: a message on a stream other than 'transactional' goes to one "
-                "address, which its one-click unsubscribe link names. Send one per recipient."
-            )
-        email = unsubscribe.with_headers(email, recipients[0].address, stream)
     bypass = bool(getattr(email, BYPASS_SUPPRESSION, False))
     suppressed = set() if bypass else suppressed_among((r.address for r in recipients), stream=stream)
     for recipient in recipients:
