@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from transactional.retention import parse_retention  # imports no models
+
 from .env import env
 from .providers import PROVIDERS  # noqa: F401  (re-exported for the env modules)
 
@@ -120,6 +122,10 @@ if env.is_set("TRANSACTIONAL_ALLOWED_RECIPIENTS"):
     TRANSACTIONAL_ALLOWED_RECIPIENTS = env.list("TRANSACTIONAL_ALLOWED_RECIPIENTS")
 if env.is_set("TRANSACTIONAL_REDIRECT_TO"):
     TRANSACTIONAL_REDIRECT_TO = env.formatted_addresses("TRANSACTIONAL_REDIRECT_TO")
+# How long each data class is kept, e.g. bodies=30d,events=400d (off: forever);
+# the classes left out keep their defaults. The sweep purges hourly.
+if env.is_set("TRANSACTIONAL_RETENTION"):
+    TRANSACTIONAL_RETENTION = parse_retention(env.str("TRANSACTIONAL_RETENTION"))
 
 
 # TEMPLATES AND STATIC FILES

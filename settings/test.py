@@ -38,6 +38,7 @@ for _knob in (
     "TRANSACTIONAL_SITE_URL",
     "TRANSACTIONAL_UNSUBSCRIBE_MAILTO",
     "TRANSACTIONAL_REDIRECT_TO",
+    "TRANSACTIONAL_RETENTION",
 ):
     globals().pop(_knob, None)
 

@@ -9,9 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from tests.factories import make_message
+from tests.factories import make_attempt, make_message
 from transactional.management.commands.outbox import duration
-from transactional.models import Message
+from transactional.models import Attempt, Message
+from transactional.retention import DEPRECATED_DAYS
 
 pytestmark = pytest.mark.django_db
 
@@ -190,22 +191,62 @@ def test_sweep_returns_stuck_messages_and_delivers_them(settings, mailoutbox):
 # ------------------------------------------------------------------------------
 
 
-def test_purge_dry_run_then_for_real():
-    month_old = make_message(status=S.SENT, created_at=timezone.now() - timedelta(days=10))
+@pytest.fixture
+def retention(settings):
+    """Purge at known ages, whatever the settings module says."""
+    settings.TRANSACTIONAL_RETENTION = "messages=365d,bodies=30d,attempts=90d,events=400d"
+    for name in DEPRECATED_DAYS:
+        if hasattr(settings, name):
+            delattr(settings, name)
+    return settings
+
+
+def table(output: str) -> list[str]:
+    return [" ".join(line.split()) for line in output.splitlines()]
+
+
+def test_purge_dry_run_then_for_real(retention):
+    ten_days_old = make_message(status=S.SENT, created_at=timezone.now() - timedelta(days=10))
+    make_attempt(make_message(status=S.FAILED, created_at=timezone.now() - timedelta(days=100)))
 
     dry, _ = outbox("purge", "--older-than", "7d", "--dry-run")
-    month_old.refresh_from_db()
-    assert month_old.payload is not None
+    ten_days_old.refresh_from_db()
+    assert ten_days_old.payload is not None
+    assert Attempt.objects.exists()
     done, _ = outbox("purge", "--older-than", "7d")
 
-    table = ["messages deleted 0", "bodies purged 1", "events deleted 0", "task results deleted 0"]
-    assert [" ".join(line.split()) for line in dry.splitlines()] == [
-        "Dry run: nothing was changed; this is what would go.",
-        *table,
+    lines = [
+        "messages deleted 0 older than 365d",
+        "bodies purged 2 older than 7d",
+        "attempts deleted 1 older than 90d",
+        "events deleted 0 older than 400d",
+        "task results deleted 0 older than 7d",
     ]
-    assert [" ".join(line.split()) for line in done.splitlines()] == table
-    month_old.refresh_from_db()
-    assert month_old.payload is None
+    assert table(dry) == ["Dry run: nothing was changed; this is what would go.", *lines]
+    assert table(done) == lines
+    ten_days_old.refresh_from_db()
+    assert ten_days_old.payload is None
+    assert not Attempt.objects.exists()
+
+
+def test_purge_applies_the_retention_setting_and_says_what_is_kept_forever(retention):
+    retention.TRANSACTIONAL_RETENTION = "bodies=5d,events=off"
+    make_message(status=S.SENT, created_at=timezone.now() - timedelta(days=6))
+
+    stdout, _ = outbox("purge", "--dry-run")
+
+    assert "bodies purged 1 older than 5d" in table(stdout)
+    assert "events deleted 0 kept forever" in table(stdout)
+
+
+def test_purge_refuses_a_bad_setting_and_changes_nothing(retention):
+    retention.TRANSACTIONAL_RETENTION = "bodies=30d,bodies=1h"
+    old = make_message(status=S.SENT, created_at=timezone.now() - timedelta(days=500))
+
+    with pytest.raises(CommandError, match="^TRANSACTIONAL_RETENTION names 'bodies' twice.$"):
+        outbox("purge")
+
+    assert Message.objects.filter(pk=old.pk, payload__isnull=False).exists()
 
 
 def test_purge_is_quiet_at_verbosity_0():

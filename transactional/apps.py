@@ -21,7 +21,7 @@ class TransactionalConfig(AppConfig):
         from anymail.exceptions import AnymailNotSupportedWarning
 
         # Registering: system checks, and the receivers of anymail's tracking signal.
-        from . import checks, receivers, unsubscribe_inbound  # noqa: F401
+        from . import checks, receivers, retention, unsubscribe_inbound  # noqa: F401
         from .webhooks import checks as webhook_checks  # noqa: F401
 
         # anymail 15 dropped official SendGrid support and warns on every

@@ -64,10 +64,20 @@ DEFAULTS: dict[str, Any] = {
     "SNS_CERT_URL_PATTERN": (
         r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/SimpleNotificationService-[0-9a-f]+\.pem$"
     ),
-    # Retention (days)
-    "BODY_RETENTION_DAYS": 30,
-    "METADATA_RETENTION_DAYS": 365,
-    "TASK_RESULT_RETENTION_DAYS": 7,
+    # Retention (transactional/retention.py). TRANSACTIONAL_RETENTION names only
+    # the classes it changes; the deprecated TRANSACTIONAL_BODY_/METADATA_/
+    # TASK_RESULT_RETENTION_DAYS still apply to the classes it leaves out.
+    "RETENTION": {
+        "messages": "365d",
+        "bodies": "30d",
+        "attempts": "90d",
+        "events": "400d",
+        "task_results": "7d",
+    },
+    #: The sweep purges at most this often (0: never; cron `outbox purge`)...
+    "PURGE_INTERVAL_SECONDS": 3600,
+    #: ...for at most this long per sweep; a longer backlog goes on next sweep.
+    "PURGE_MAX_SECONDS": 10,
     # Rates (fractions) at which Amazon SES reviews / pauses an account; the
     # admin's delivery stats page warns past them.
     "BOUNCE_RATE_REVIEW": 0.05,

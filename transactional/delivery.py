@@ -637,4 +637,18 @@ def sweep() -> dict[str, int]:
         from .tasks import kick
 
         kick(force=True)
+    _purge_if_due(now)
     return {"requeued": len(stuck), "due": due, "linked": linked}
+
+
+def _purge_if_due(now: datetime) -> None:
+    """Apply the retention periods if due (hourly, time-boxed; operations.purge_if_due)."""
+    from .operations import purge_if_due
+
+    try:
+        purge_if_due(now=now)
+    except Exception:
+        # A bad TRANSACTIONAL_RETENTION or a database error must not stop the
+        # sweep (stuck messages, its own rescheduling); nothing was removed
+        # past what the log says, and a later sweep tries again.
+        logger.exception("The sweep could not purge old data")

@@ -352,6 +352,10 @@ class OutboxState(models.Model):
     )
     failure_notice_at = models.DateTimeField(null=True, blank=True)
     failures_since_notice = models.PositiveIntegerField(default=0)
+    purge_due_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the sweep purges old data next (TRANSACTIONAL_RETENTION).",
+    )
 
     class Meta:
         verbose_name = "outbox state"

@@ -8,16 +8,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from . import tasks
+from . import retention, tasks
 from .conf import get_setting, providers
-from .models import Event, Message, MessageQuerySet, ProviderState, Recipient
+from .models import Attempt, Event, Message, MessageQuerySet, OutboxState, ProviderState, Recipient
 
 logger = logging.getLogger(__name__)
 
@@ -174,37 +175,137 @@ def cancel(queryset: MessageQuerySet) -> int:
 
 # Retention
 # ------------------------------------------------------------------------------
+# One step per data class of retention.CLASSES. Messages go first: deleting
+# one takes its recipients, attempts and body along, which the later steps
+# then need not touch. Events are deleted on their own clock: an event that
+# added a suppression leaves it in place (Suppression.event is SET_NULL).
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What purge() removed (or would remove), per data class."""
+
+    #: Data class -> rows deleted (bodies: emptied).
+    counts: dict[str, int]
+    #: Data class -> the age it was purged at (None: kept forever).
+    ages: dict[str, timedelta | None]
+    #: False when ``max_seconds`` ran out first; the rest is left for the next run.
+    complete: bool = True
 
 
 def purge(
-    *, now: datetime | None = None, older_than: timedelta | None = None, dry_run: bool = False
-) -> dict[str, int]:
-    """Apply the retention periods; return how many rows each data class lost."""
+    *,
+    now: datetime | None = None,
+    older_than: timedelta | None = None,
+    dry_run: bool = False,
+    max_seconds: float | None = None,
+) -> Purged:
+    """Remove what TRANSACTIONAL_RETENTION no longer keeps; return how much per data class.
+
+    ``older_than`` replaces the bodies' age for this run; ``max_seconds``
+    stops after the chunk that passes it, leaving the rest for the next run.
+    """
     now = now or timezone.now()
-    metadata_cutoff = now - _days("METADATA_RETENTION_DAYS")
-    body_cutoff = now - (_days("BODY_RETENTION_DAYS") if older_than is None else older_than)
-    task_result_cutoff = now - _days("TASK_RESULT_RETENTION_DAYS")
-    return {
-        "messages_deleted": _delete_messages(before=metadata_cutoff, dry_run=dry_run),
-        "bodies_purged": _purge_bodies(
-            before=body_cutoff, after=metadata_cutoff, now=now, dry_run=dry_run
-        ),
-        "events_deleted": _delete_events(before=metadata_cutoff, dry_run=dry_run),
-        "task_results_deleted": _delete_task_results(before=task_result_cutoff, dry_run=dry_run),
+    ages = retention.policy()  # raises before anything is touched
+    if older_than is not None:
+        ages["bodies"] = older_than
+    run = _Run(
+        now=now,
+        cutoffs={name: None if age is None else now - age for name, age in ages.items()},
+        dry_run=dry_run,
+        deadline=None if max_seconds is None else monotonic() + max_seconds,
+    )
+    steps = {
+        "messages": _delete_messages,
+        "bodies": _purge_bodies,
+        "attempts": _delete_attempts,
+        "events": _delete_events,
+        "task_results": _delete_task_results,
     }
+    # In CLASSES order; a class without a cutoff is kept forever.
+    counts = {
+        name: 0 if run.cutoffs[name] is None else steps[name](run) for name in retention.CLASSES
+    }
+    if run.stopped:
+        logger.info("The purge ran out of time (%ss); the next run goes on", max_seconds)
+    return Purged(counts=counts, ages=ages, complete=not run.stopped)
 
 
-def _days(name: str) -> timedelta:
-    """Return the retention period TRANSACTIONAL_<name>."""
-    return timedelta(days=get_setting(name))
+def purge_if_due(*, now: datetime | None = None) -> Purged | None:
+    """Purge if TRANSACTIONAL_PURGE_INTERVAL_SECONDS have passed since the last time; else None.
+
+    The sweep calls it. Claiming the run is one conditional UPDATE of
+    OutboxState, so of many workers sweeping at once one purges.
+    """
+    now = now or timezone.now()
+    interval, max_seconds = retention.purge_schedule()
+    if not interval:
+        return None
+    OutboxState.get()  # the row exists from `migrate` on; make sure
+    due = Q(purge_due_at__isnull=True) | Q(purge_due_at__lte=now)
+    claimed = OutboxState.objects.filter(due, pk=1).update(
+        purge_due_at=now + timedelta(seconds=interval)
+    )
+    if not claimed:
+        return None
+    # A run that raises keeps the claim: it is tried again after the interval.
+    purged = purge(now=now, max_seconds=max_seconds)
+    if not purged.complete:
+        # Out of time with rows left: the next sweep goes on, not the next interval.
+        OutboxState.objects.filter(pk=1).update(purge_due_at=now)
+    return purged
 
 
-def _delete_messages(*, before: datetime, dry_run: bool) -> int:
-    """Delete finished messages created before ``before``, recipients and attempts too."""
+class _Run:
+    """One purge: its cutoffs, and how it changes rows (counted only, or chunk by chunk)."""
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        cutoffs: dict[str, datetime | None],
+        dry_run: bool,
+        deadline: float | None,
+    ) -> None:
+        self.now = now
+        self.cutoffs = cutoffs
+        self.dry_run = dry_run
+        self.deadline = deadline
+        #: True once a step stopped at the deadline with rows possibly left.
+        self.stopped = False
+
+    def apply(self, queryset: QuerySet, change: Callable[[QuerySet], int]) -> int:
+        """Apply ``change`` to ``queryset``, one short transaction per chunk; return the total."""
+        if self.dry_run:
+            return queryset.count()
+        total, last_pk = 0, None
+        while True:
+            if self.deadline is not None and monotonic() >= self.deadline:
+                self.stopped = True
+                return total
+            with transaction.atomic():
+                page = queryset.order_by("pk")
+                if last_pk is not None:
+                    page = page.filter(pk__gt=last_pk)
+                ids = list(page.values_list("pk", flat=True)[:PURGE_CHUNK_SIZE])
+                if not ids:
+                    return total
+                # Re-applying the filters makes the change conditional: a message
+                # an operator re-queued since the page was read is left alone.
+                total += change(queryset.filter(pk__in=ids))
+            last_pk = ids[-1]
+
+    def log(self, verb: str, count: int, what: str, before: datetime) -> None:
+        action = f"Would {verb.lower()}" if self.dry_run else f"{verb}d"
+        logger.info("%s %d %s before %s", action, count, what, before.isoformat())
+
+
+def _delete_messages(run: _Run) -> int:
+    """Delete finished messages past their age, with recipients and attempts."""
+    before = run.cutoffs["messages"]
     old = Message.objects.filter(status__in=Message.FINISHED, created_at__lt=before)
-    deleted = _in_chunks(old, _delete_counting_messages, dry_run=dry_run)
-    action = "Would delete" if dry_run else "Deleted"
-    logger.info("%s %d message(s) created before %s", action, deleted, before.isoformat())
+    deleted = run.apply(old, _delete_counting_messages)
+    run.log("Delete", deleted, "message(s) created", before)
     return deleted
 
 
@@ -214,59 +315,49 @@ def _delete_counting_messages(chunk: MessageQuerySet) -> int:
     return per_model.get(Message._meta.label, 0)
 
 
-def _purge_bodies(*, before: datetime, after: datetime, now: datetime, dry_run: bool) -> int:
-    """Empty the payload of finished messages created between ``after`` and ``before``."""
+def _finished_before(run: _Run, name: str) -> Q:
+    """Finished messages older than the age of ``name``, short of going whole."""
+    parts = Q(status__in=Message.FINISHED, created_at__lt=run.cutoffs[name])
     # Older messages are deleted whole by _delete_messages(); not counted twice.
-    old = Message.objects.filter(
-        status__in=Message.FINISHED,
-        created_at__lt=before,
-        created_at__gte=after,
-        payload__isnull=False,
-    )
-    purged = _in_chunks(
-        old, lambda chunk: chunk.update(payload=None, purged_at=now), dry_run=dry_run
-    )
-    action = "Would purge" if dry_run else "Purged"
-    logger.info("%s %d body(ies) of messages created before %s", action, purged, before.isoformat())
+    if run.cutoffs["messages"] is not None:
+        parts &= Q(created_at__gte=run.cutoffs["messages"])
+    return parts
+
+
+def _purge_bodies(run: _Run) -> int:
+    """Empty the payload of finished messages past the bodies' age."""
+    old = Message.objects.filter(_finished_before(run, "bodies"), payload__isnull=False)
+    purged = run.apply(old, lambda chunk: chunk.update(payload=None, purged_at=run.now))
+    run.log("Purge", purged, "body(ies) of messages created", run.cutoffs["bodies"])
     return purged
 
 
-def _delete_events(*, before: datetime, dry_run: bool) -> int:
-    """Delete ESP events received before ``before`` (they hold addresses and user agents)."""
-    old = Event.objects.filter(received_at__lt=before)
-    deleted = _in_chunks(old, lambda chunk: chunk.delete()[0], dry_run=dry_run)
-    action = "Would delete" if dry_run else "Deleted"
-    logger.info("%s %d event(s) received before %s", action, deleted, before.isoformat())
+def _delete_attempts(run: _Run) -> int:
+    """Delete the attempt log of finished messages past the attempts' age."""
+    messages = Message.objects.filter(_finished_before(run, "attempts"))
+    old = Attempt.objects.filter(message__in=messages)
+    deleted = run.apply(old, lambda chunk: chunk.delete()[0])
+    run.log("Delete", deleted, "attempt(s) of messages created", run.cutoffs["attempts"])
     return deleted
 
 
-def _delete_task_results(*, before: datetime, dry_run: bool) -> int:
-    """Delete django-tasks-db results that finished before ``before``."""
+def _delete_events(run: _Run) -> int:
+    """Delete ESP events received before their age (they hold addresses and user agents)."""
+    old = Event.objects.filter(received_at__lt=run.cutoffs["events"])
+    # Counted as events: the suppressions they caused stay, unlinked.
+    deleted = run.apply(old, lambda chunk: chunk.delete()[1].get(Event._meta.label, 0))
+    run.log("Delete", deleted, "event(s) received", run.cutoffs["events"])
+    return deleted
+
+
+def _delete_task_results(run: _Run) -> int:
+    """Delete django-tasks-db results that finished before their age."""
     if not apps.is_installed("django_tasks_db"):
         return 0
     from django_tasks_db.models import DBTaskResult
 
+    before = run.cutoffs["task_results"]
     old = DBTaskResult.objects.finished().filter(finished_at__lt=before)
-    deleted = _in_chunks(old, lambda chunk: chunk.delete()[0], dry_run=dry_run)
-    action = "Would delete" if dry_run else "Deleted"
-    logger.info("%s %d task result(s) finished before %s", action, deleted, before.isoformat())
+    deleted = run.apply(old, lambda chunk: chunk.delete()[0])
+    run.log("Delete", deleted, "task result(s) finished", before)
     return deleted
-
-
-def _in_chunks(queryset: QuerySet, apply: Callable[[QuerySet], int], *, dry_run: bool) -> int:
-    """Apply ``apply`` to ``queryset`` one short transaction per chunk; return the total."""
-    if dry_run:
-        return queryset.count()
-    total, last_pk = 0, None
-    while True:
-        with transaction.atomic():
-            page = queryset.order_by("pk")
-            if last_pk is not None:
-                page = page.filter(pk__gt=last_pk)
-            ids = list(page.values_list("pk", flat=True)[:PURGE_CHUNK_SIZE])
-            if not ids:
-                return total
-            # Re-applying the filters makes the change conditional: a message
-            # an operator re-queued since the page was read is left alone.
-            total += apply(queryset.filter(pk__in=ids))
-        last_pk = ids[-1]

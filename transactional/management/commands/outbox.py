@@ -8,14 +8,22 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from transactional import delivery, operations
-from transactional.conf import get_setting
+from transactional import delivery, operations, retention
 
 DURATION = re.compile(r"(\d+)([dhms])")
 UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+#: How `outbox purge` reports each data class.
+PURGED = {
+    "messages": "messages deleted",
+    "bodies": "bodies purged",
+    "attempts": "attempts deleted",
+    "events": "events deleted",
+    "task_results": "task results deleted",
+}
 
 
 def duration(value: str) -> timedelta:
@@ -93,16 +101,20 @@ class Command(BaseCommand):
 
         add_parser("sweep", help="Return stuck messages to the queue; kick due ones.")
 
-        purge = add_parser("purge", help="Remove data past its retention period.")
+        purge = add_parser(
+            "purge", help="Remove data past its retention period (TRANSACTIONAL_RETENTION)."
+        )
         purge.add_argument(
             "--older-than",
             type=duration,
             metavar="DURATION",
-            help="Empty the bodies of finished messages older than this, e.g. 30d (default: "
-            f"{get_setting('BODY_RETENTION_DAYS')}d, TRANSACTIONAL_BODY_RETENTION_DAYS).",
+            help="Empty the bodies of finished messages older than this, e.g. 7d, for this run "
+            "(default: the bodies age of TRANSACTIONAL_RETENTION). The other classes keep theirs.",
         )
         purge.add_argument(
-            "--dry-run", action="store_true", help="Count what would be removed; change nothing."
+            "--dry-run",
+            action="store_true",
+            help="Count what would be removed, per data class; change nothing.",
         )
 
     def handle(self, *args: Any, subcommand: str, verbosity: int, **options: Any) -> None:
@@ -142,11 +154,16 @@ class Command(BaseCommand):
         self.say(f"Returned {swept['requeued']} stuck message(s) to the queue; {swept['due']} due.")
 
     def handle_purge(self, *, older_than: timedelta | None, dry_run: bool, **options: Any) -> None:
-        counts = operations.purge(older_than=older_than, dry_run=dry_run)
+        try:
+            purged = operations.purge(older_than=older_than, dry_run=dry_run)
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error
         if dry_run:
             self.say("Dry run: nothing was changed; this is what would go.")
-        for name, count in counts.items():
-            self.say(f"{name.replace('_', ' '):<22}{count:>8}")
+        for name, count in purged.counts.items():
+            age = purged.ages[name]
+            kept = "kept forever" if age is None else f"older than {retention.describe(age)}"
+            self.say(f"{PURGED[name]:<22}{count:>8}  {kept}")
 
     def write_status(self, status: dict[str, Any]) -> None:
         """Print the figures as a two-column table."""
