@@ -287,3 +287,19 @@ def test_a_suppression_added_in_the_admin_leaves_no_trace_in_its_history(admin_c
     changed = LogEntry.objects.get(action_flag=CHANGE)
     assert changed.get_change_message() == f"Added recipient “to: {placeholder_for(ANN_IDN)}”."
     assert "2 admin history entry(ies) scrubbed" in out
+
+
+def test_a_sync_position_naming_the_address_starts_over():
+    from transactional.models import SyncCursor
+
+    naming = SyncCursor.objects.create(
+        provider="mailgun", list_name="bounces",
+        position="https://api.mailgun.net/v3/mg.acme.test/bounces?page=next&address=ann%40example.com",
+    )
+    other = SyncCursor.objects.create(provider="mailgun", list_name="complaints", position="page-token-42")
+
+    forget("ann@example.com")
+
+    naming.refresh_from_db()
+    other.refresh_from_db()
+    assert naming.position == "" and other.position == "page-token-42"

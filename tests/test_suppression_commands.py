@@ -63,9 +63,41 @@ def test_export_writes_our_header_and_every_entry_oldest_first():
     out, _ = run("export")
 
     assert list(csv.reader(io.StringIO(out))) == [
-        ["address", "reason", "source", "created_at", "note", "address_hash"],
-        ["a@example.com", "manual", "admin", "2026-03-01T00:00:00+00:00", "asked, by phone", ""],
-        ["b@example.com", "bounced", "mailgun", "2026-03-02T00:00:00+00:00", "", ""],
+        ["address", "reason", "source", "created_at", "note", "address_hash", "stream"],
+        [
+            "a@example.com",
+            "manual",
+            "admin",
+            "2026-03-01T00:00:00+00:00",
+            "asked, by phone",
+            "",
+            "",
+        ],
+        ["b@example.com", "bounced", "mailgun", "2026-03-02T00:00:00+00:00", "", "", ""],
+    ]
+
+
+def test_export_writes_the_stream_of_an_entry_for_one_stream(settings):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    Suppression.objects.create(
+        address="ann@example.com",
+        reason="unsubscribed",
+        stream="newsletter",
+        created_at=datetime(2026, 3, 1, tzinfo=UTC),
+    )
+
+    out, _ = run("export")
+
+    assert list(csv.DictReader(io.StringIO(out))) == [
+        {
+            "address": "ann@example.com",
+            "reason": "unsubscribed",
+            "source": "",
+            "created_at": "2026-03-01T00:00:00+00:00",
+            "note": "",
+            "address_hash": "",
+            "stream": "newsletter",
+        }
     ]
 
 
@@ -82,28 +114,25 @@ def test_export_filters_by_reason_and_writes_to_a_file(tmp_path):
     assert "Wrote 2 suppression(s)" in err
 
 
-def test_an_export_imports_back_unchanged(tmp_path):
+def test_an_export_imports_back_unchanged(tmp_path, settings):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
     Suppression.objects.create(
         address="a@example.com", reason="complained", source="sendgrid", note="spam"
     )
     Suppression.objects.create(address="b@example.com", reason="bounced", source="amazon_ses")
-    exported, _ = run("export")
-    before = list(
-        Suppression.objects.order_by("address").values(
-            "address", "reason", "source", "note", "created_at"
-        )
+    Suppression.objects.create(
+        address="b@example.com", reason="unsubscribed", source="unsubscribe", stream="newsletter"
     )
+    fields = ("address", "stream", "reason", "source", "note", "created_at")
+    exported, _ = run("export")
+    before = list(Suppression.objects.order_by("address", "stream").values(*fields))
     Suppression.objects.all().delete()
 
     out, _ = run("import", write(tmp_path, exported))
 
-    after = list(
-        Suppression.objects.order_by("address").values(
-            "address", "reason", "source", "note", "created_at"
-        )
-    )
+    after = list(Suppression.objects.order_by("address", "stream").values(*fields))
     assert after == before
-    assert "Added 2 address(es) from a transactional file" in out
+    assert "Added 3 address(es) from a transactional file" in out
 
 
 # Import formats
@@ -332,6 +361,97 @@ def test_an_old_export_without_the_hash_column_still_imports(tmp_path):
     assert listed() == [("ann@example.com", "manual", "x")]
 
 
+# Streams
+# ------------------------------------------------------------------------------
+
+STREAM_HEADER = "address,reason,source,created_at,note,address_hash,stream\n"
+
+
+def streams_listed() -> list[tuple[str, str]]:
+    return list(Suppression.objects.order_by("address", "stream").values_list("address", "stream"))
+
+
+def test_an_old_export_without_the_stream_column_imports_as_every_stream(tmp_path, settings):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    path = write(
+        tmp_path,
+        "address,reason,source,created_at,note,address_hash\nann@example.com,unsubscribed,x,,,\n",
+    )
+
+    run("import", path)
+
+    assert streams_listed() == [("ann@example.com", "")]
+
+
+def test_the_stream_column_is_read_back_and_an_unknown_stream_is_a_bad_row(tmp_path, settings):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    path = write(
+        tmp_path,
+        STREAM_HEADER
+        + "ann@example.com,unsubscribed,x,,,,newsletter\n"
+        + "bob@example.com,bounced,x,,,,\n"
+        + "cy@example.com,unsubscribed,x,,,,promotions\n"
+        + "dee@example.com,unsubscribed,x,,,,transactional\n",
+    )
+
+    out, err = run("import", path)
+
+    assert refusals(err) == [
+        "line 4: unknown stream 'promotions' (expected one of newsletter, transactional, "
+        "or empty for every stream; see TRANSACTIONAL_STREAMS)"
+    ]
+    assert streams_listed() == [
+        ("ann@example.com", "newsletter"),
+        ("bob@example.com", ""),
+        ("dee@example.com", "transactional"),
+    ]
+    assert "Added 3 address(es)" in out and "1 refused" in out
+
+
+def test_a_row_for_one_stream_and_one_for_every_stream_of_one_address_are_both_kept(
+    tmp_path, settings
+):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    path = write(
+        tmp_path,
+        STREAM_HEADER
+        + "ann@example.com,unsubscribed,x,,,,newsletter\n"
+        + "ann@example.com,bounced,x,,,,\n",
+    )
+
+    dry, _ = run("import", path, "--dry-run")
+    out, _ = run("import", path)
+
+    assert streams_listed() == [("ann@example.com", ""), ("ann@example.com", "newsletter")]
+    assert "Would add 2 address(es)" in dry and "Added 2 address(es)" in out
+
+
+def test_a_dry_run_counts_a_row_for_every_stream_as_new_beside_one_for_a_stream(tmp_path, settings):
+    settings.TRANSACTIONAL_STREAMS = ["newsletter"]
+    Suppression.objects.create(
+        address="ann@example.com", reason="unsubscribed", stream="newsletter"
+    )
+    Suppression.objects.create(address="bob@example.com", reason="bounced")
+    path = write(
+        tmp_path,
+        STREAM_HEADER
+        + "ann@example.com,bounced,x,,,,\n"  # new: the entry stops the newsletter only
+        + "ann@example.com,unsubscribed,x,,,,newsletter\n"  # listed
+        + "bob@example.com,unsubscribed,x,,,,newsletter\n",  # covered by every stream
+    )
+
+    dry, _ = run("import", path, "--dry-run")
+    out, _ = run("import", path)
+
+    assert "Would add 1 address(es)" in dry and "2 already listed" in dry
+    assert "Added 1 address(es)" in out and "2 already listed" in out
+    assert streams_listed() == [
+        ("ann@example.com", ""),
+        ("ann@example.com", "newsletter"),
+        ("bob@example.com", ""),
+    ]
+
+
 def test_an_erased_row_needs_the_full_hash_of_its_placeholder(tmp_path):
     digest = address_hash("ann@example.com")
     placeholder = placeholder_for("ann@example.com")
@@ -526,7 +646,7 @@ def test_an_unterminated_quote_is_reported_with_the_lines_it_swallowed(tmp_path)
 def test_a_multi_line_smtp_reply_in_an_esp_export_is_a_note_not_an_error(tmp_path):
     path = write(
         tmp_path,
-        'address,code,error,created_at\n'
+'address,code,error,created_at\n'
         'ann@example.com,550,"550-5.1.1 The email account does not exist.\n'
         '550 5.1.1 Please try double-checking the address.",Fri 14 Mar 2026 09:30:00 GMT\n'
         "bob@example.com,550,no such user,Fri 14 Mar 2026 09:31:00 GMT\n",

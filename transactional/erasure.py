@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial, reduce
 from operator import and_
 from typing import Any
+from urllib.parse import quote
 
 from django.apps import apps
 from django.db import transaction
@@ -27,7 +28,9 @@ from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .models import Attempt, Event, Message, Recipient, Suppression, address_hash, normalize_address
+from .models import (
+    Attempt, Event, Message, Recipient, Suppression, SyncCursor, address_hash, normalize_address,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ def forget(address: str, *, dry_run: bool = False) -> Erasure:
         erasure.suppression = _keep_suppressed(
             address, spellings, mention, erasure.placeholder
         )
+        _forget_sync_positions(spellings)
         if dry_run:
             transaction.set_rollback(True)
     logger.info(
@@ -93,6 +97,14 @@ def forget(address: str, *, dry_run: bool = False) -> Erasure:
         erasure.events_erased,
     )
     return erasure
+
+
+def _forget_sync_positions(spellings: tuple[str, ...]) -> None:
+    """Restart a `suppression sync` page position that names the address (Mailgun's paging URLs do)."""
+    named = Q()
+    for spelling in spellings:
+        named |= Q(position__icontains=spelling) | Q(position__icontains=quote(spelling, safe=""))
+    SyncCursor.objects.filter(named).update(position="", finished_at=None)
 
 
 def _spellings(address: str) -> tuple[str, ...]:

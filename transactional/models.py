@@ -400,3 +400,32 @@ class ProviderState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} ({self.state})"
+
+
+class SyncCursor(models.Model):
+    """How far `suppression sync` got in one ESP list, so that an interrupted run resumes."""
+
+    provider = models.CharField(max_length=32, help_text="The provider's name in EMAIL_PROVIDERS.")
+    list_name = models.CharField(max_length=32, help_text="The ESP's list: bounces, complaints, ...")
+    position = models.TextField(
+        blank=True, help_text="The next page: the ESP's token, URL or offset. Empty: the first page."
+    )
+    pages = models.PositiveIntegerField(default=0, help_text="Pages merged in this pass.")
+    fetched = models.PositiveIntegerField(default=0)
+    added = models.PositiveIntegerField(default=0)
+    already_listed = models.PositiveIntegerField(default=0)
+    skipped_invalid = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set once the last page is merged: the next sync starts over."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider", "list_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "list_name"], name="sync_cursor_unique_per_list"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.list_name}"

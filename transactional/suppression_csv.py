@@ -1,11 +1,12 @@
 """The suppression list as CSV: our own format out, ours and the ESPs' exports in.
 
-Export writes ``address,reason,source,created_at,note,address_hash``; the
-hash is written for erased addresses only, so that a list restored from an
-export still refuses them. Import reads that (with or without the hash
-column), one-column address lists, and the exports of the ESPs we support,
-told apart by their header (``FORMATS``), in UTF-8 or, after a byte-order
-mark, UTF-16 or UTF-32. Bad rows (bytes not in that encoding included) are
+Export writes ``address,reason,source,created_at,note,address_hash,stream``;
+the hash is written for erased addresses only, so that a list restored from
+an export still refuses them, and an empty stream means every stream. Import
+reads that (with or without the hash and stream columns: an older export
+lists every stream), one-column address lists, and the exports of the ESPs
+we support, told apart by their header (``FORMATS``), in UTF-8 or, after a
+byte-order mark, UTF-16 or UTF-32. Bad rows (bytes not in that encoding included) are
 reported by line number and skipped; the rest is added in bulk, chunk by
 chunk, and rows already listed are left alone, so an import can be re-run.
 """
@@ -26,6 +27,7 @@ from django.core.validators import validate_email
 from django.utils import timezone
 
 from . import db_limits
+from .conf import streams
 from .csv_reading import UNDECODABLE, Encoding, Record, decoded, detect_encoding, read_records
 from .erasure import PLACEHOLDER_PREFIX
 from .models import Suppression, address_hash, normalize_address
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 Reason = Suppression.Reason
 
-HEADER = ("address", "reason", "source", "created_at", "note", "address_hash")
+HEADER = ("address", "reason", "source", "created_at", "note", "address_hash", "stream")
 
 SOURCE_MAX_LENGTH = Suppression._meta.get_field("source").max_length
 
@@ -63,6 +65,8 @@ class Format:
     note: str | None = None
     #: The full hash kept for an erased address (our own files).
     address_hash: str | None = None
+    #: The stream a row stops (our own files); empty or absent: every stream.
+    stream: str | None = None
     #: A date we cannot read fails the row (our own files) or is ignored.
     strict_dates: bool = False
 
@@ -82,6 +86,7 @@ FORMATS = (
         created="created_at",
         note="note",
         address_hash="address_hash",
+        stream="stream",
         strict_dates=True,
     ),
     # The SES account-level suppression list (EmailAddress,Reason,LastUpdateTime).
@@ -136,7 +141,15 @@ def export_csv(out: TextIO, *, reasons: Collection[str] = ()) -> int:
         # A clear address is its own hash's source; an erased one has only the hash.
         digest = row.address_hash if _is_erased(row.address) else ""
         writer.writerow(
-            [row.address, row.reason, row.source, row.created_at.isoformat(), row.note, digest]
+            [
+                row.address,
+                row.reason,
+                row.source,
+                row.created_at.isoformat(),
+                row.note,
+                digest,
+                row.stream,
+            ]
         )
         count += 1
     return count
@@ -163,6 +176,7 @@ def import_csv(
     apply where the file has no such column.
     """
     encoding = detect_encoding(file)
+    known_streams = frozenset(streams())
     with decoded(file, encoding) as text:
         records = read_records(csv.reader(text))
         header = next((record for record in records if not record.is_blank()), None)
@@ -177,7 +191,7 @@ def import_csv(
         for record in records:
             if record.is_blank():
                 continue
-            chunk.append(_row_or_error(fmt, columns, record, reason, source, report))
+            chunk.append(_row_or_error(fmt, columns, record, reason, source, known_streams, report))
             if progress and report.rows % progress_every == 0:
                 progress(report.rows)
             if len(chunk) >= chunk_size:
@@ -230,13 +244,14 @@ def _row_or_error(
     record: Record,
     reason: str,
     source: str,
+    known_streams: frozenset[str],
     report: ImportReport,
 ) -> Suppression | None:
     """Return the row to add, or None after recording why it cannot be."""
     report.rows += 1
     try:
         _check_record(fmt, columns, record, report.encoding)
-        return _row(fmt, columns, record.values, reason, source)
+        return _row(fmt, columns, record.values, reason, source, known_streams)
     except ValueError as error:
         report.errors.append(f"{record.lines}: {error}")
         return None
@@ -261,7 +276,12 @@ def _check_record(fmt: Format, columns: dict[str, int], record: Record, encoding
 
 
 def _row(
-    fmt: Format, columns: dict[str, int], values: list[str], reason: str, source: str
+    fmt: Format,
+    columns: dict[str, int],
+    values: list[str],
+    reason: str,
+    source: str,
+    known_streams: frozenset[str],
 ) -> Suppression:
     """Return an unsaved Suppression from one CSV row, or raise ValueError saying why not."""
 
@@ -277,6 +297,7 @@ def _row(
         source=_source(cell(fmt.source) or source),
         created_at=_created(cell(fmt.created), strict=fmt.strict_dates),
         note=cell(fmt.note),
+        stream=_stream(cell(fmt.stream), known_streams),
     )
 
 
@@ -319,6 +340,15 @@ def _reason(fmt: Format, value: str, default: str) -> str:
             )
         return value
     return fmt.reasons.get(value.lower(), default)
+
+
+def _stream(value: str, known_streams: frozenset[str]) -> str:
+    if value and value not in known_streams:
+        raise ValueError(
+            f"unknown stream {_shown(value)} (expected one of {', '.join(sorted(known_streams))}, "
+            "or empty for every stream; see TRANSACTIONAL_STREAMS)"
+        )
+    return value
 
 
 def _source(value: str) -> str:
@@ -383,7 +413,11 @@ def _shown(value: str, limit: int = 80) -> str:
 
 
 def _add(
-    chunk: list[Suppression | None], report: ImportReport, seen: set[str], *, dry_run: bool
+    chunk: list[Suppression | None],
+    report: ImportReport,
+    seen: set[tuple[str, str]],
+    *,
+    dry_run: bool,
 ) -> None:
     """Add one chunk's valid rows; count what was new."""
     rows = [row for row in chunk if row is not None]
@@ -391,8 +425,17 @@ def _add(
         return
     fresh = _without_listed_hashes(rows)
     if dry_run:
-        listed = suppressed_among(row.address for row in fresh)
-        new = {row.address_hash for row in fresh if row.address not in listed} - seen
+        # As suppress_many decides: a row is covered by one for its stream or every stream.
+        by_stream: dict[str, list[Suppression]] = {}
+        for row in fresh:
+            by_stream.setdefault(row.stream, []).append(row)
+        new = {
+            (row.address_hash, stream)
+            for stream, stream_rows in by_stream.items()
+            for listed in [suppressed_among((row.address for row in stream_rows), stream=stream)]
+            for row in stream_rows
+            if row.address not in listed
+        } - seen
         seen |= new
         added = len(new)
     else:
@@ -402,21 +445,25 @@ def _add(
 
 
 def _without_listed_hashes(rows: list[Suppression]) -> list[Suppression]:
-    """Keep one row per hash, and no erased row whose hash is listed already.
+    """Keep one row per hash and stream, and no erased row whose hash is listed already.
 
     ``suppress_many`` finds an entry by address or the address's hash; an
     erased row's address is a placeholder, so only the hash it carries can
-    find the entry that lists it in clear.
+    find the entry that lists it in clear (for its stream, or every stream).
     """
-    unique: dict[str, Suppression] = {}
+    unique: dict[tuple[str, str], Suppression] = {}
     for row in rows:
-        unique.setdefault(row.address_hash, row)
-    erased = [digest for digest, row in unique.items() if _is_erased(row.address)]
+        unique.setdefault((row.address_hash, row.stream), row)
+    erased = [digest for (digest, _), row in unique.items() if _is_erased(row.address)]
     listed = {
-        digest
+        pair
         for hashes in db_limits.chunks(erased)
-        for digest in Suppression.objects.filter(address_hash__in=hashes).values_list(
-            "address_hash", flat=True
+        for pair in Suppression.objects.filter(address_hash__in=hashes).values_list(
+            "address_hash", "stream"
         )
     }
-    return [row for digest, row in unique.items() if digest not in listed]
+    return [
+        row
+        for (digest, stream), row in unique.items()
+        if (digest, Suppression.EVERY_STREAM) not in listed and (digest, stream) not in listed
+    ]
