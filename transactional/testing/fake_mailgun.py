@@ -138,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """Route, authenticate, follow the fault plan, then accept and record."""
+        # Stamped before the body is read and parsed, so the time says when
+        # the request came, not how busy this process was meanwhile.
+        arrived = time.time()
         srv = self.server
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if srv.latency:
@@ -154,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(FakeResponse.error(400, f"malformed form data: {err}"))
         planned = srv.next_response()
         if planned.status == 200 and planned.body is None and not planned.drop:
-            message = srv.accept(message)
+            message = srv.accept(message, at=arrived)
             planned = replace(planned, body={"id": message.id, "message": "Queued. Thank you."})
         time.sleep(planned.delay)
         if not planned.drop:
@@ -230,9 +233,9 @@ class FakeMailgun(ThreadingHTTPServer):
         with self._lock:
             return self._plan.popleft() if self._plan else FakeResponse()
 
-    def accept(self, message: Message) -> Message:
-        """Give the message a Mailgun-style id, record it, and return it."""
-        now = time.time()
+    def accept(self, message: Message, *, at: float | None = None) -> Message:
+        """Give the message a Mailgun-style id, record it (as received ``at``), and return it."""
+        now = time.time() if at is None else at
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
         token = secrets.token_hex(3).upper()
         with self._lock:
