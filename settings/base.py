@@ -183,6 +183,9 @@ EMAIL_SUBJECT_PREFIX = "[transactional] "
 # We keep supporting it with our own tests against SendGrid's documented API
 # and payloads; see docs/configuration.md, "SendGrid".
 SILENCED_SYSTEM_CHECKS = ["anymail.W003"]
+# Checks a deployment accepts on purpose, e.g. transactional.W010 on staging,
+# so the release step's `check --deploy --fail-level WARNING` passes.
+SILENCED_SYSTEM_CHECKS += env.list("SILENCED_SYSTEM_CHECKS")
 
 
 # SECURITY

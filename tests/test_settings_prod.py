@@ -174,3 +174,37 @@ def test_streams_with_an_https_site_url_check_clean_in_production(tmp_path):
     result = run("manage.py", "check", "--deploy", "--settings=settings.prod", environ=environ, tmp_path=tmp_path)
 
     assert result.returncode == 0, result.stderr
+
+
+def release_check() -> list[str]:
+    """The `manage.py check` of the Procfile's release step, as its arguments."""
+    import shlex
+
+    release = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("release:"))
+    command = shlex.split(release.split("sh -c", 1)[1])[0].split("&&")[0]
+    return shlex.split(command)[1:]  # without "python"
+
+
+def test_the_release_step_fails_on_a_provider_that_never_delivers(tmp_path):
+    environ = {key: value for key, value in PRODUCTION.items() if not key.startswith("MAILGUN")}
+    environ["EMAIL_PROVIDER"] = "file"
+    assert "--fail-level" in release_check()
+
+    result = run(*release_check(), environ={**environ, "DJANGO_SETTINGS_MODULE": "settings.prod"}, tmp_path=tmp_path)
+
+    assert result.returncode != 0
+    assert "transactional.W101" in result.stderr
+
+
+def test_the_release_step_passes_a_complete_environment_and_honours_silenced_checks(tmp_path):
+    clean = run(*release_check(), environ={**PRODUCTION, "DJANGO_SETTINGS_MODULE": "settings.prod"},
+                tmp_path=tmp_path)
+    staging = {**PRODUCTION, "DJANGO_SETTINGS_MODULE": "settings.prod",
+               "TRANSACTIONAL_REDIRECT_TO": "qa@acme-corp.com"}
+    refused = run(*release_check(), environ=staging, tmp_path=tmp_path)
+    silenced = run(*release_check(), environ={**staging, "SILENCED_SYSTEM_CHECKS": "transactional.W010"},
+                   tmp_path=tmp_path)
+
+    assert clean.returncode == 0, clean.stderr
+    assert refused.returncode != 0 and "transactional.W010" in refused.stderr
+    assert silenced.returncode == 0, silenced.stderr
