@@ -41,6 +41,7 @@ for _knob in (
     "TRANSACTIONAL_RETENTION",
 ):
     globals().pop(_knob, None)
+SILENCED_SYSTEM_CHECKS = ["anymail.W003"]  # not the environment's
 
 # Delivery runs in the test process, right after the sending transaction
 # commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).
