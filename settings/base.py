@@ -4,6 +4,7 @@ Everything an operator changes per deployment comes from the environment,
 through ``settings.env``; see docs/configuration.md for the full list.
 """
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -14,6 +15,10 @@ from .env import env
 from .providers import PROVIDERS  # noqa: F401  (re-exported for the env modules)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The Tasks framework: built into Django 6.0+ (django.tasks); on Django 5.2 the
+# django-tasks backport (django_tasks). transactional/tasks.py picks the same.
+TASKS_MODULE = "django.tasks" if find_spec("django.tasks") else "django_tasks"
 
 
 # GENERAL
@@ -62,7 +67,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
-    "django_tasks",
+    *(["django_tasks"] if TASKS_MODULE == "django_tasks" else []),
     "django_tasks_db",
     "transactional",
     "birthday",
@@ -91,7 +96,7 @@ TASKS_BACKEND = env.choice("TASKS_BACKEND", ("db", "rq", "immediate"), default="
 TASK_BACKENDS = {
     "db": "django_tasks_db.DatabaseBackend",
     "rq": "django_tasks_rq.RQBackend",
-    "immediate": "django_tasks.backends.immediate.ImmediateBackend",
+    "immediate": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend",
 }
 TASKS = {"default": {"BACKEND": TASK_BACKENDS[TASKS_BACKEND]}}
 if TASKS_BACKEND == "rq":

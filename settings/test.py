@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR
+from .base import BASE_DIR, TASKS_MODULE
 from .env import Env
 from .providers import email_settings
 
@@ -45,7 +45,7 @@ SILENCED_SYSTEM_CHECKS = ["anymail.W003"]  # not the environment's
 
 # Delivery runs in the test process, right after the sending transaction
 # commits (``django_capture_on_commit_callbacks(execute=True)`` in tests).
-TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBackend"}}
 
 # EMAIL
 # ------------------------------------------------------------------------------

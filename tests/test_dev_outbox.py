@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from transactional.dev import mailbox, outbox_views
 from transactional.models import Message
+from transactional.serialization import LEGACY_EMAIL
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +61,8 @@ def rich_mail() -> EmailMultiAlternatives:
     mail.attach_alternative(
         '<p>Bonjour Zoë</p><img src="cid:logo@acme"><script>alert(1)</script>', "text/html"
     )
-    mail.mixed_subtype = "related"
+    if LEGACY_EMAIL:  # Django 6 has no mixed_subtype: the image goes in multipart/mixed
+        mail.mixed_subtype = "related"
     logo = MIMEImage(PIXEL, "gif")
     logo.add_header("Content-ID", "<logo@acme>")
     logo.add_header("Content-Disposition", "inline", filename="logo.gif")
@@ -306,7 +308,8 @@ def test_raw_source_is_the_message_as_written(client, rich):
 
     assert response["Content-Type"] == "text/plain; charset=utf-8"
     assert response.content == rich.raw
-    assert response.content.startswith(b"Content-Type: multipart/related;")
+    top = "related" if LEGACY_EMAIL else "mixed"  # Django 6 has no mixed_subtype
+    assert f"Content-Type: multipart/{top};".encode() in response.content.split(b"\n\n")[0]
     assert b"Subject: =?utf-8?" in response.content
     assert SEPARATOR_LINE.encode() not in response.content
 
@@ -367,7 +370,7 @@ def test_clear_needs_a_post_with_a_csrf_token(dev):
 
 
 def test_a_body_line_of_79_dashes_does_not_split_the_message(dev):
-    body = f"Above\n{SEPARATOR_LINE}\nFrom: quoted\n\nBelow"
+    body = f"Above\n{SEPARATOR_LINE}\nFrom: quoted\n\nBelow\n"  # Django 6 ends every body with one
     text = EmailMessage("Dashes", body, "shop@acme.test", ["ann@example.com"])
     html = EmailMultiAlternatives("Dashes 2", f"A\n{SEPARATOR_LINE}\n", "shop@acme.test", ["b@x.y"])
     html.attach_alternative("<p>B</p>", "text/html")

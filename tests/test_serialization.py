@@ -2,10 +2,13 @@
 
 import json
 import re
+from io import BytesIO
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from email.charset import Charset
+from email.generator import BytesGenerator
 from email.header import Header
+from email.message import Message, MIMEPart
 from email.mime.base import MIMEBase
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
@@ -17,14 +20,23 @@ from anymail.message import AnymailMessage, AnymailMessageMixin
 from anymail.utils import UNSET, Attachment
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.utils.translation import gettext_lazy
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from transactional.serialization import ANYMAIL_ATTRIBUTES, MESSAGE_CLASSES, deserialize, serialize
+from transactional.serialization import (
+    ANYMAIL_ATTRIBUTES,
+    LEGACY_EMAIL,
+    MESSAGE_CLASSES,
+    PART_POLICY,
+    deserialize,
+    serialize,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 FIELDS = ("subject", "body", "from_email", "to", "cc", "bcc", "reply_to")
-FIELDS += ("content_subtype", "mixed_subtype")
+FIELDS += ("content_subtype",) + (("mixed_subtype",) if LEGACY_EMAIL else ())
+#: Django 6 has no mixed_subtype/alternative_subtype: every message is multipart/mixed.
+needs_legacy_subtypes = pytest.mark.skipif(not LEGACY_EMAIL, reason="Django 6 has no mixed_subtype")
 
 
 def round_trip(message: EmailMessage) -> EmailMessage:
@@ -42,7 +54,7 @@ def assert_same_message(original: EmailMessage, restored: EmailMessage) -> None:
     assert list(restored.extra_headers.items()) == list(original.extra_headers.items())
     assert_same_encoding(original.encoding, restored.encoding)
     assert_same_parts(original.attachments, restored.attachments)
-    if isinstance(original, EmailMultiAlternatives):
+    if isinstance(original, EmailMultiAlternatives) and LEGACY_EMAIL:
         assert restored.alternative_subtype == original.alternative_subtype
         assert_same_parts(original.alternatives, restored.alternatives)
     for name in ANYMAIL_ATTRIBUTES:
@@ -65,9 +77,10 @@ def assert_same_encoding(original, restored) -> None:
 def assert_same_parts(original: list, restored: list) -> None:
     assert len(restored) == len(original)
     for before, after in zip(original, restored):
-        if isinstance(before, MIMEBase):
+        if isinstance(before, Message):  # MIMEBase, or Django 6's MIMEPart
             assert isinstance(after, MIMEBase)
-            assert after.as_bytes() == before.as_bytes()
+            # As Django writes parts: compat32 on 5.2, policy.default on 6.
+            assert after.as_bytes(policy=PART_POLICY) == before.as_bytes(policy=PART_POLICY)
         elif isinstance(before[1], EmailMessage):  # a message/rfc822 attachment
             assert (after[0], after[2]) == (before[0], before[2])
             assert_same_message(before[1], after[1])
@@ -78,7 +91,10 @@ def assert_same_parts(original: list, restored: list) -> None:
 
 def rendered(message: EmailMessage, linesep: str = "\n") -> bytes:
     """Return message().as_bytes() with what changes on every render made constant."""
-    raw = message.message().as_bytes(linesep=linesep)
+    # Django 5.2's message() takes as_bytes(linesep=...); Django 6's (email.message.EmailMessage) does not.
+    buffer = BytesIO()
+    BytesGenerator(buffer, mangle_from_=False).flatten(message.message(), linesep=linesep)
+    raw = buffer.getvalue()
     raw = re.sub(rb"={15}\d+==", b"BOUNDARY", raw)
     raw = re.sub(rb"(?m)^Date: .*$", b"Date: DATE", raw)
     if "message-id" not in {name.lower() for name in message.extra_headers}:
@@ -135,6 +151,7 @@ def test_text_attachment_keeps_the_stored_value():
     assert restored.attachments[2].filename is None
 
 
+@needs_legacy_subtypes
 def test_inline_image_in_related_message_round_trips_as_a_mime_part():
     message = EmailMultiAlternatives("Logo", "Text", to=["to@example.com"])
     message.mixed_subtype = "related"
@@ -161,6 +178,7 @@ def test_mime_text_part_round_trips():
     round_trip(message)
 
 
+@pytest.mark.skipif(not LEGACY_EMAIL, reason="Django 6 cannot build a part with a Header object")
 def test_mime_part_headers_come_back_exactly_as_folded():
     part = MIMEText("x", "plain", "utf-8")
     part["Content-Description"] = Header("Überschrift, die lang genug ist, " * 4, "utf-8")
@@ -172,6 +190,48 @@ def test_mime_part_headers_come_back_exactly_as_folded():
 
     assert restored.attachments[0].as_bytes() == part.as_bytes()
     assert restored.attachments[0]["X-Padded"] == "leading and trailing spaces  "
+
+
+@pytest.mark.skipif(LEGACY_EMAIL, reason="Django 5.2 takes no email.message.MIMEPart")
+def test_mime_part_attachment_round_trips_as_django_6_writes_it():
+    part = MIMEPart()
+    part.set_content("Übersicht, die lang genug ist, " * 4, "plain", charset="utf-8", filename="ü.txt")
+    part["Content-Description"] = "Überschrift, die lang genug ist, " * 4
+    part["X-Padded"] = "  leading and trailing spaces  "
+    message = EmailMessage("Parts", "Body", to=["to@example.com"])
+    message.attach(part)
+
+    restored = round_trip(message)
+
+    assert restored.attachments[0].get_filename() == "ü.txt"
+    assert restored.attachments[0].get_payload(decode=True) == part.get_content().encode()
+
+
+@pytest.mark.skipif(LEGACY_EMAIL, reason="only Django 6 refuses them")
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        ({"mixed_subtype": "related"}, "mixed_subtype 'related' needs Django 5.2"),
+        ({"alternative_subtype": "related"}, "alternative_subtype 'related' needs Django 5.2"),
+        ({"encoding": "utf-8", "charset": {"input_charset": "utf-8"}}, "Charset object"),
+    ],
+)
+def test_django_6_refuses_what_only_django_5_2_could_build(stored, reason):
+    message = EmailMultiAlternatives("Hi", "Body", to=["to@example.com"])
+    message.attach_alternative("<p>Hi</p>", "text/html")
+    data = {**serialize(message), **stored}
+
+    with pytest.raises(ValueError, match=reason):
+        deserialize(data)
+
+
+@pytest.mark.skipif(LEGACY_EMAIL, reason="only Django 6 reads what Django 5.2 stored")
+def test_django_6_reads_the_default_subtypes_django_5_2_stored():
+    message = EmailMultiAlternatives("Hi", "Body", to=["to@example.com"])
+    message.attach_alternative("<p>Hi</p>", "text/html")
+    data = {**serialize(message), "mixed_subtype": "mixed", "alternative_subtype": "alternative"}
+
+    assert_same_message(message, deserialize(data))
 
 
 def test_anymail_reads_a_restored_inline_image_like_the_original():
@@ -211,6 +271,7 @@ def test_custom_encoding_round_trips():
     assert b"iso-8859-1" in restored.message().as_bytes()
 
 
+@pytest.mark.skipif(not LEGACY_EMAIL, reason="Django 6 takes only a str encoding")
 def test_charset_object_encoding_keeps_its_body_encoding():
     # Django sends encoding "utf-8" as 8bit, but a Charset("utf-8") object as base64.
     message = EmailMessage("Café", "Crème brûlée", to=["to@example.com"])
@@ -265,7 +326,12 @@ def test_header_values_are_stored_as_rendered_text():
     restored = deserialize(serialize(message))
 
     assert restored.extra_headers == {"X-Priority": "1"}
-    assert rendered(restored) == rendered(message)
+    if LEGACY_EMAIL:
+        assert rendered(restored) == rendered(message)
+    else:  # Django 6 no longer str()s header values: the original itself cannot be built
+        with pytest.raises(TypeError):
+            message.message()
+        assert b"\nX-Priority: 1\n" in rendered(restored)
 
 
 def test_every_anymail_attribute_round_trips():
@@ -498,6 +564,7 @@ send_at_values = st.one_of(
 @st.composite
 def attachments(draw):
     kinds = ["bytes", "text", "text-bytes", "mime-text", "mime-image", "mime-multipart"]
+    kinds += [] if LEGACY_EMAIL else ["mime-part"]  # Django 6 takes email.message.MIMEPart
     kind = draw(st.sampled_from(kinds))
     if kind == "bytes":
         mimetype = draw(st.sampled_from(["application/octet-stream", "image/png", "font/woff"]))
@@ -510,6 +577,9 @@ def attachments(draw):
         return (draw(filenames), content, mimetype)
     if kind == "mime-text":
         part = MIMEText(draw(body_text), draw(st.sampled_from(["plain", "html"])), "utf-8")
+    elif kind == "mime-part":
+        part = MIMEPart()
+        part.set_content(draw(st.binary(max_size=100)), "image", "png", cid=f"<{draw(local_parts)}@inline>")
     elif kind == "mime-image":
         part = MIMEImage(draw(st.binary(max_size=100)), "png")
         part.add_header("Content-ID", f"<{draw(local_parts)}@inline>")
@@ -520,7 +590,9 @@ def attachments(draw):
     if (filename := draw(filenames)) is not None:
         part.add_header("Content-Disposition", "inline", filename=filename)
     long_header = st.builds(Header, header_text.map(lambda text: text * 5), st.just("utf-8"))
-    if description := draw(st.none() | header_text | long_header):
+    # Django 6 builds with policy.default, which folds no Header object.
+    legacy = LEGACY_EMAIL and isinstance(part, MIMEBase)
+    if description := draw(st.none() | header_text | (long_header if legacy else st.nothing())):
         part["Content-Description"] = description
     return part
 
@@ -538,16 +610,19 @@ def messages(draw):
         reply_to=draw(address_lists),
         headers=draw(st.dictionaries(header_names, header_text, max_size=3)),
     )
-    message.encoding = draw(st.sampled_from([None, "utf-8", Charset("utf-8")]))
+    # Django 6 takes only a str encoding (email.message.EmailMessage.set_content(charset=...)).
+    message.encoding = draw(st.sampled_from([None, "utf-8"] + ([Charset("utf-8")] if LEGACY_EMAIL else [])))
     message.content_subtype = draw(st.sampled_from(["plain", "html"]))
-    message.mixed_subtype = draw(st.sampled_from(["mixed", "related"]))
+    if LEGACY_EMAIL:
+        message.mixed_subtype = draw(st.sampled_from(["mixed", "related"]))
     for attachment in draw(st.lists(attachments(), max_size=3)):
-        if isinstance(attachment, MIMEBase):
+        if isinstance(attachment, Message):
             message.attach(attachment)
         else:
             message.attach(*attachment)
     if isinstance(message, EmailMultiAlternatives):
-        message.alternative_subtype = draw(st.sampled_from(["alternative", "related"]))
+        if LEGACY_EMAIL:
+            message.alternative_subtype = draw(st.sampled_from(["alternative", "related"]))
         for _ in range(draw(st.integers(0, 2))):
             html = st.tuples(body_text, st.sampled_from(["text/html", "text/x-amp-html"]))
             binary = st.tuples(st.binary(max_size=50), st.just("application/octet-stream"))
@@ -561,4 +636,11 @@ def messages(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages())
 def test_any_message_round_trips(message):
+    if not LEGACY_EMAIL:
+        # Django 6 builds with policy.default, which cannot write a legacy part's
+        # non-ASCII header: such a message fails in message() before it is stored.
+        try:
+            message.message().as_bytes()
+        except UnicodeEncodeError:
+            assume(False)
     round_trip(message)

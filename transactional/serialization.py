@@ -8,11 +8,13 @@ from email.message import Message
 from email.mime.base import MIMEBase
 from email.parser import BytesParser
 from email.policy import Compat32, compat32
+from email.policy import default as default_policy
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from anymail.message import AnymailMessage, AnymailMessageMixin
 from anymail.utils import UNSET
+from django import VERSION as DJANGO_VERSION
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.message import EmailAlternative, EmailAttachment
 from django.utils.functional import Promise
@@ -25,7 +27,17 @@ ANYMAIL_ATTRIBUTES: tuple[str, ...] = (
     "template_id", "track_opens", "track_clicks", "send_at", "esp_extra", "envelope_sender",
 )
 
-TEXT_FIELDS = ("subject", "body", "from_email", "content_subtype", "mixed_subtype")
+# Django 5.2 builds messages with Python's legacy email API (compat32); Django
+# 6.0 with the modern one (email.policy.default). Django 6 also dropped the
+# undocumented mixed_subtype and alternative_subtype attributes (a message that
+# has one raises AttributeError when built), so they are stored only on 5.2.
+LEGACY_EMAIL = DJANGO_VERSION < (6, 0)
+#: The policy Django writes every MIME part of a message with.
+PART_POLICY = compat32 if LEGACY_EMAIL else default_policy
+SUBTYPE_DEFAULTS = {"mixed_subtype": "mixed", "alternative_subtype": "alternative"}
+TEXT_FIELDS = ("subject", "body", "from_email", "content_subtype") + (
+    ("mixed_subtype",) if LEGACY_EMAIL else ()
+)
 ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
 
 # (is anymail's, has alternatives) -> the closest class deserialize() can rebuild.
@@ -46,12 +58,21 @@ class StoredMIMEPart(MIMEBase):
 class _FoldedHeader:
     """A parsed header value that the generator writes back exactly as it was folded."""
 
-    def __init__(self, value: str, lines: list[str]):
-        self.value, self.lines = value, lines
+    def __init__(self, name: str, value: str, lines: list[str]):
+        self.name, self.value, self.lines = name, value, lines
 
     def encode(self, linesep: str = "\n", **kwargs: Any) -> str:
         """Return the original lines, joined by the generator's line separator."""
         return linesep.join(self.lines)
+
+    def fold(self, *, policy: Any) -> str:
+        """Return the whole header as written, for a modern policy's generator.
+
+        Django 6 builds messages with email.policy.default, and its generator
+        lends that policy to every part it writes, ours included: that policy
+        keeps an object with a ``name`` as is and asks it to fold itself.
+        """
+        return f"{self.name}: {self.encode(policy.linesep)}{policy.linesep}"
 
     def __str__(self) -> str:
         # While generating, email reads headers via plain Compat32, which relies on str().
@@ -67,7 +88,7 @@ class _KeepFolding(Compat32):
         name, value = super().header_source_parse(sourcelines)
         lines = [line.rstrip("\r\n") for line in sourcelines]
         lines[0] = lines[0][len(name) + 1 :].removeprefix(" ")
-        return name, _FoldedHeader(value, lines)
+        return name, _FoldedHeader(name, value, lines)
 
     def header_fetch_parse(self, name: str, value: Any) -> Any:
         """Return the header's value as Compat32 would."""
@@ -98,7 +119,8 @@ def serialize(message: EmailMessage) -> dict:
         # Its encodings change the bytes: a Charset("utf-8") body goes as base64, "utf-8" as 8bit.
         data["charset"] = dict(vars(message.encoding))
     if isinstance(message, EmailMultiAlternatives):
-        data["alternative_subtype"] = _text(message.alternative_subtype, "alternative_subtype")
+        if LEGACY_EMAIL:
+            data["alternative_subtype"] = _text(message.alternative_subtype, "alternative_subtype")
         data["alternatives"] = [
             {**_dump_content(content), "mimetype": _text(mimetype, "alternative mimetype")}
             for content, mimetype in message.alternatives
@@ -115,7 +137,11 @@ def deserialize(data: dict) -> EmailMessage:
     try:
         message = MESSAGE_CLASSES[data["class"]]()
         for field in TEXT_FIELDS:
+            if field in SUBTYPE_DEFAULTS and field not in data:
+                continue  # stored by Django 6: the default subtype
             setattr(message, field, _expect(data, field, str))
+        if not LEGACY_EMAIL:
+            _refuse_legacy_email(data)
         for field in ADDRESS_FIELDS:
             setattr(message, field, list(_expect(data, field, list)))
         message.extra_headers = {name: value for name, value in _expect(data, "headers", list)}
@@ -125,7 +151,8 @@ def deserialize(data: dict) -> EmailMessage:
             vars(message.encoding).update(_expect(data, "charset", dict))
         message.attachments = [_load_attachment(a) for a in _expect(data, "attachments", list)]
         if "alternatives" in data:
-            message.alternative_subtype = _expect(data, "alternative_subtype", str)
+            if LEGACY_EMAIL and "alternative_subtype" in data:
+                message.alternative_subtype = _expect(data, "alternative_subtype", str)
             message.alternatives = [
                 EmailAlternative(_load_content(alternative), alternative["mimetype"])
                 for alternative in _expect(data, "alternatives", list)
@@ -137,6 +164,15 @@ def deserialize(data: dict) -> EmailMessage:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"Malformed serialized message: {exc!r}") from exc
     return message
+
+
+def _refuse_legacy_email(data: dict) -> None:
+    """Refuse a message stored by Django 5.2 that Django 6 cannot build as it was."""
+    for field, default in SUBTYPE_DEFAULTS.items():
+        if field in data and _expect(data, field, str) != default:
+            raise ValueError(f"{field} {data[field]!r} needs Django 5.2 (Django 6 builds {default!r})")
+    if "charset" in data:
+        raise ValueError("a Charset object as encoding needs Django 5.2 (Django 6 takes a str)")
 
 
 def _text(value: Any, field: str) -> str:
@@ -188,8 +224,9 @@ def _load_send_at(item: dict) -> Any:
 
 def _dump_attachment(attachment: Any) -> dict:
     """Return an attachment: a MIME part's full bytes, or filename, content and mimetype."""
-    if isinstance(attachment, MIMEBase):
-        return {"mime": b64encode(attachment.as_bytes()).decode()}
+    if isinstance(attachment, Message):  # MIMEBase, or Django 6's email.message.MIMEPart
+        # The bytes as Django writes them: its generator lends its policy to every part.
+        return {"mime": b64encode(attachment.as_bytes(policy=PART_POLICY)).decode()}
     filename, content, mimetype = attachment
     filename = None if filename is None else _text(filename, "attachment filename")
     return {"filename": filename, **_dump_content(content), "mimetype": _text(mimetype, "mimetype")}

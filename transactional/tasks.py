@@ -6,7 +6,10 @@ one run is pending at a time (``OutboxState.kick_pending``), so a burst of
 due message. A self-rescheduling sweep returns stuck messages and re-kicks
 due ones whose kick was lost.
 
-Code against released django-tasks 0.12 names, imported only here.
+Django 6.0+ has the Tasks framework built in (``django.tasks``); on Django 5.2
+the django-tasks backport provides the same API as ``django_tasks``. Imported
+only here: every other module goes through ``task`` and ``ImmediateBackend``.
+django-tasks-db picks the same module (it runs ``find_spec("django.tasks")``).
 """
 
 import logging
@@ -14,8 +17,13 @@ from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
-from django_tasks import task
-from django_tasks.backends.immediate import ImmediateBackend
+
+try:  # Django 6.0+
+    from django.tasks import task
+    from django.tasks.backends.immediate import ImmediateBackend
+except ImportError:  # Django 5.2 and the django-tasks backport
+    from django_tasks import task
+    from django_tasks.backends.immediate import ImmediateBackend
 
 from . import delivery
 from .conf import get_setting

@@ -97,5 +97,8 @@ def transactional_outbox(settings, mailoutbox, db) -> OutboxHelper:
     """Send through the outbox; deliver into ``mail.outbox`` on demand."""
     settings.EMAIL_BACKEND = "transactional.backends.EmailBackend"
     settings.TRANSACTIONAL_DELIVERY_BACKEND = LOCMEM
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    from transactional.tasks import ImmediateBackend  # django.tasks or the django_tasks backport
+
+    immediate = f"{ImmediateBackend.__module__}.{ImmediateBackend.__qualname__}"
+    settings.TASKS = {"default": {"BACKEND": immediate}}
     return OutboxHelper()
