@@ -150,34 +150,32 @@ def test_forget_leaves_one_suppression_for_every_stream():
     assert suppressed_among(["ann@example.org"], stream="transactional") == {"ann@example.org"}
 
 
-def test_an_esp_unsubscribe_stops_the_stream_of_the_message_it_came_from(outbox, deliver, webhooks, client):
+@pytest.fixture
+def mailgun_event_for_a_newsletter(outbox, deliver, webhooks, client):
+    """Deliver a newsletter to ann@, then post a Mailgun event of ``kind`` about it."""
     from transactional.testing.webhooks import mailgun_event
 
     on("newsletter").send()
     deliver()
-    recipient = Recipient.objects.get()
-    recipient.esp_message_id = "<news-1@acme.test>"
-    recipient.save()
+    Recipient.objects.update(esp_message_id="<news-1@acme.test>")
 
-    event = mailgun_event("unsubscribe", recipient="ann@example.org", message_id="<news-1@acme.test>")
-    assert webhooks.post(client, "mailgun", event).status_code == 200
+    def post(kind: str) -> None:
+        event = mailgun_event(kind, recipient="ann@example.org", message_id="<news-1@acme.test>")
+        assert webhooks.post(client, "mailgun", event).status_code == 200
+
+    return post
+
+
+def test_an_esp_unsubscribe_stops_the_stream_of_the_message_it_came_from(mailgun_event_for_a_newsletter):
+    mailgun_event_for_a_newsletter("unsubscribe")
 
     assert list(Suppression.objects.values_list("address", "stream", "reason")) == [
         ("ann@example.org", "newsletter", "unsubscribed")
     ]
 
 
-def test_an_esp_hard_bounce_stops_every_stream(outbox, deliver, webhooks, client):
-    from transactional.testing.webhooks import mailgun_event
-
-    on("newsletter").send()
-    deliver()
-    recipient = Recipient.objects.get()
-    recipient.esp_message_id = "<news-1@acme.test>"
-    recipient.save()
-
-    event = mailgun_event("hard_bounce", recipient="ann@example.org", message_id="<news-1@acme.test>")
-    assert webhooks.post(client, "mailgun", event).status_code == 200
+def test_an_esp_hard_bounce_stops_every_stream(mailgun_event_for_a_newsletter):
+    mailgun_event_for_a_newsletter("hard_bounce")
 
     assert list(Suppression.objects.values_list("stream", "reason")) == [("", "bounced")]
 

@@ -89,6 +89,8 @@ class Claimed:
     last_error: "Result | None" = None
     #: Its attempt row still names the provider that failed (not yet moved on).
     move_attempt: bool = False
+    #: The HTTP/SMTP status of that failure, as retries.classify() read it.
+    last_status_code: int | None = None
 
 
 #: Set while this thread runs deliver_due(), so an inline (immediate) task
@@ -234,6 +236,7 @@ def _judge(results: list[tuple[Result, Claimed]], breakers: Breakers, ready: deq
         breakers.failed(result.provider, _error_text(result.error))
         if len(item.tried) < len(breakers.order):
             item.last_error, item.move_attempt = result, True  # recorded when it moves on
+            item.last_status_code = verdict.status_code
             ready.appendleft(item)
         else:
             finished.append(result)
@@ -271,7 +274,7 @@ def _fail_over(items: list[Claimed], provider: str) -> None:
             Attempt.objects.filter(message_id=item.message.pk, outcome=Attempt.Outcome.SENDING).update(
                 outcome=Attempt.Outcome.FAILOVER, finished_at=now, provider=failed.provider,
                 error_type=type(failed.error).__name__, error=_error_text(failed.error),
-                status_code=retries.classify(failed.error).status_code,
+                status_code=item.last_status_code,
             )
             logger.warning("Message %s: %s failed (%s); trying %s", item.message.pk,
                            failed.provider, _error_text(failed.error), provider)
