@@ -202,3 +202,62 @@ def test_a_run_stops_after_its_time_budget_and_hands_over(db_tasks, settings, ma
 
     assert len(mailoutbox) == 2
     assert DBTaskResult.objects.filter(task_path="transactional.tasks.deliver", status="READY").count() == 1
+
+
+def test_a_send_while_a_run_is_pending_only_reads_the_flag(db_tasks, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with django_capture_on_commit_callbacks(execute=True):
+        send(1)
+    with CaptureQueriesContext(connection) as queries:
+        tasks.kick()
+
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
+    assert DBTaskResult.objects.filter(task_path="transactional.tasks.deliver").count() == 1
+
+    OutboxState.objects.update(kick_pending=False)  # the run started
+    tasks.kick()
+    assert DBTaskResult.objects.filter(task_path="transactional.tasks.deliver").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_results_are_recorded_in_groups_not_one_by_one(settings, outbox, mail_settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with running_fake_mailgun(latency=0.01) as esp:  # calls end one by one, spread out
+        mail_settings("mailgun", MAILGUN_API_KEY="key-test", MAILGUN_SENDER_DOMAIN="mg.acme-mail.com",
+                      MAILGUN_API_URL=esp.base_url)
+        settings.EMAIL_BACKEND = "transactional.backends.EmailBackend"
+        settings.TASKS = DB_TASKS
+        settings.TRANSACTIONAL_BATCH_SIZE = 50
+        send(50)
+        with CaptureQueriesContext(connection) as queries:
+            assert delivery.deliver_due() == 50
+
+    marked_sent = [q for q in queries.captured_queries
+                   if q["sql"].startswith('UPDATE "transactional_message"') and "'sent'" in q["sql"]]
+    assert 1 <= len(marked_sent) <= 5  # a group per quarter second at most, not one per call
+    assert esp.count == 50
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_finished_calls_wait_for_a_full_group_and_the_rest_is_recorded_at_the_end(outbox, caplog):
+    send(3)
+    claimed = delivery.claim(3)
+    results = [
+        delivery.Result(m.pk, m.claimed_at, "locmem", called=True,
+                        recipients={r.address: ("sent", m.message_id) for r in m.recipients.all()})
+        for m in claimed
+    ]
+    unrecorded = delivery._Unrecorded(size=100)
+
+    unrecorded.add(results)
+    unrecorded.record(idle=False)  # neither full, nor old, nor idle: it waits
+    assert Message.objects.filter(status="sending").count() == 3
+
+    unrecorded.record_rest()
+    assert unrecorded.sent == 3
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert set(Attempt.objects.values_list("outcome", flat=True)) == {"sent"}

@@ -9,8 +9,8 @@ Only the calling thread touches the database: threads build and send.
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import getaddresses
@@ -24,6 +24,7 @@ from . import events, notifications, retries, staging
 from .breaker import Breakers
 from .conf import get_setting, provider_name, providers
 from .exceptions import ProviderConfigurationError, ProvidersUnavailable
+from .http_sessions import settle_environment
 from .models import Attempt, Message, Recipient, normalize_address
 from .ratelimit import LATE_SECONDS, Limiter
 from .serialization import deserialize
@@ -123,7 +124,8 @@ def deliver_due(*, limit: int | None = None) -> int:
     breakers = Breakers(list(backends))
     limiter = Limiter(list(backends))
     senders = _Senders(backends, rules)
-    sent = handled = 0
+    unrecorded = _Unrecorded(batch_size)
+    handled = 0
     claiming, pending = True, set()
     ready: deque[Claimed] = deque()
     RUNNING.active = True
@@ -150,13 +152,12 @@ def deliver_due(*, limit: int | None = None) -> int:
                         elif len(batch) == size:
                             kick()  # more may be due: let another worker help
                 _submit(pool, senders, breakers, limiter, ready, pending, concurrency)
-                if not pending:
-                    continue
-                done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                finished = _judge([future.result() for future in done], breakers, ready)
-                if breakers.flush():
-                    kick()  # a probe went through: mail that waited for it may go now
-                sent += record_many(finished)
+                if pending:
+                    done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+                    unrecorded.add(_judge([future.result() for future in done], breakers, ready))
+                    if breakers.flush():
+                        kick()  # a probe went through: mail that waited for it may go now
+                unrecorded.record(idle=not pending)
                 if claiming and time.monotonic() > deadline:
                     claiming = False
                     RUNNING.active = False
@@ -164,7 +165,47 @@ def deliver_due(*, limit: int | None = None) -> int:
     finally:
         RUNNING.active = False
         senders.close()
-    return sent
+        unrecorded.record_rest()
+    return unrecorded.sent
+
+
+class _Unrecorded:
+    """Finished calls waiting to be recorded, written in groups.
+
+    One transaction per group costs the same for one result as for a
+    hundred, so results wait for a full batch, or RECORD_SECONDS, or for
+    the pool to go idle. The wait is short next to the lease: a worker that
+    dies meanwhile leaves the messages ``sending``, and the sweep sends them
+    again after the lease, as it would if it died during the call.
+    """
+
+    RECORD_SECONDS = 0.25
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.results: list[Result] = []
+        self.since = 0.0
+        self.sent = 0
+
+    def add(self, results: list[Result]) -> None:
+        if results and not self.results:
+            self.since = time.monotonic()
+        self.results.extend(results)
+
+    def record(self, *, idle: bool) -> None:
+        """Record the group if it is full, old enough, or the pool is idle."""
+        if self.results and (idle or len(self.results) >= self.size
+                             or time.monotonic() - self.since >= self.RECORD_SECONDS):
+            results, self.results = self.results, []
+            self.sent += record_many(results)
+
+    def record_rest(self) -> None:
+        """At the end of a run, normal or not: record what is left, if the database lets us."""
+        try:
+            self.record(idle=True)
+        except Exception:
+            logger.exception("Could not record finished calls; the sweep returns their messages "
+                             "to the queue after TRANSACTIONAL_LEASE_SECONDS")
 
 
 def _submit(pool: ThreadPoolExecutor, senders: "_Senders", breakers: Breakers, limiter: Limiter,
@@ -326,14 +367,15 @@ def _prepare(batch: list[Message], rules: "staging.Rules | None" = None) -> list
     Staging safety is decided here, at the last moment, so mail queued
     before it was switched on (or restored from a production dump) obeys it.
     """
+    recipients_of = {message.pk: list(message.recipients.all()) for message in batch}  # prefetched
     by_stream: dict[str, set[str]] = {}
     for message in batch:
         if not message.bypass_suppression:
-            by_stream.setdefault(message.stream, set()).update(r.address for r in message.recipients.all())
+            by_stream.setdefault(message.stream, set()).update(r.address for r in recipients_of[message.pk])
     newly = {stream: suppressed_among(addresses, stream=stream) for stream, addresses in by_stream.items()}
     claimed = []
     for message in batch:
-        recipients = list(message.recipients.all())
+        recipients = recipients_of[message.pk]
         excluded = {r.address for r in recipients if r.status == Recipient.Status.SUPPRESSED}
         if not message.bypass_suppression:
             listed = newly.get(message.stream, set())
@@ -363,6 +405,7 @@ class _Senders:
         if connection is None:
             connection = get_connection(self.backends[provider], fail_silently=False)
             connection.open()
+            settle_environment(connection)
             connections[provider] = connection
             with self._lock:
                 self._connections.append(connection)

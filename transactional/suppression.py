@@ -8,7 +8,7 @@ newsletter still gets their password resets.
 import logging
 from collections.abc import Iterable
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from . import db_limits
 from .models import DEFAULT_STREAM, Suppression, address_hash, normalize_address
@@ -25,14 +25,26 @@ def suppressed_among(addresses: Iterable[str], *, stream: str = DEFAULT_STREAM) 
         return set()
     # A forgotten address is stored as a placeholder; only its hash still matches.
     by_hash = {address_hash(address): address for address in wanted}
-    rows = [
-        row
-        for chunk in db_limits.chunks(sorted(wanted))
-        for row in Suppression.objects.for_addresses(chunk)
-        .for_stream(stream)
-        .values_list("address", "address_hash")
-    ]
+    rows = [row for chunk in db_limits.chunks(sorted(wanted)) for row in _listed(chunk, stream)]
     return {address if address in wanted else by_hash[digest] for address, digest in rows}
+
+
+def _listed(addresses: list[str], stream: str) -> list[tuple[str, str]]:
+    """``Suppression.objects.for_addresses(addresses).for_stream(stream)``, as (address, hash) rows.
+
+    Written in SQL: every message checks the list as it is queued and again
+    as it is sent, and building this statement through the ORM took ten
+    times longer than running it (a third of the cost of queueing a message).
+    """
+    table = connection.ops.quote_name(Suppression._meta.db_table)
+    marks = ", ".join(["%s"] * len(addresses))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT address, address_hash FROM {table} "
+            f"WHERE (address IN ({marks}) OR address_hash IN ({marks})) AND stream IN (%s, %s)",
+            [*addresses, *map(address_hash, addresses), EVERY_STREAM, stream],
+        )
+        return cursor.fetchall()
 
 
 def suppress_many(rows: Iterable[Suppression]) -> list[Suppression]:

@@ -15,6 +15,7 @@ django-tasks-db picks the same module (it runs ``find_spec("django.tasks")``).
 import logging
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -66,10 +67,21 @@ def kick(*, force: bool = False) -> None:
 
 
 def _claim_kick() -> bool:
-    """Flip the pending flag; True if this caller flipped it (one UPDATE).
+    """Flip the pending flag; True if this caller flipped it.
 
-    The row exists from `migrate` (and `flush`) on; see apps.ready().
+    During a burst a run is pending for nearly every send, so the flag is
+    read first, in plain SQL (a read takes no write lock, and the ORM would
+    cost more than the query). Seeing it set is enough: the pending run
+    clears it as it starts, before it claims, so it will find the message
+    this send committed. The row exists from `migrate` (and `flush`) on;
+    see apps.ready().
     """
+    table = connection.ops.quote_name(OutboxState._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT kick_pending FROM {table} WHERE {OutboxState._meta.pk.column} = 1")
+        row = cursor.fetchone()
+    if row and row[0]:
+        return False
     return bool(OutboxState.objects.filter(pk=1, kick_pending=False).update(kick_pending=True))
 
 

@@ -10,15 +10,21 @@ kicks a delivery run for mail that arrived while no worker was up. Every
 import gc
 import logging
 import os
+import sys
+from argparse import ArgumentTypeError
 
+from django.core.management.base import CommandError
 from django_tasks_db.management.commands.db_worker import Command as DBWorkerCommand
 
 from transactional import ratelimit, staging, tasks
 from transactional.conf import get_setting, providers
 from transactional.delivery import require_no_loop
 from transactional.models import OutboxState
+from transactional.supervisor import supervise
 
 logger = logging.getLogger("transactional.worker")
+
+IDLE_INTERVAL_SECONDS = 0.1
 
 
 class Command(DBWorkerCommand):
@@ -30,8 +36,22 @@ class Command(DBWorkerCommand):
         # of workers polling at once; ours are woken by one coalesced kick,
         # so mail waiting at start goes out at once.
         parser.set_defaults(startup_delay=False)
+        # An idle worker looks for a delivery run this often: the longest a
+        # message sent to an idle worker waits for it (db_worker's 1 s is an
+        # eternity for a password reset). One indexed query per look.
+        parser.set_defaults(interval=IDLE_INTERVAL_SECONDS)
+        parser.add_argument(
+            "--processes", type=processes_count, default=1,
+            help="Worker processes to fork, each running the worker loop (a number, or 'auto' "
+            "for one per CPU; default 1). One process uses one core at most.",
+        )
 
-    def handle(self, *args, **options):
+    def handle(self, *args, processes: int, **options):
+        if processes > 1 and options["reload"]:
+            raise CommandError(
+                f"--processes {processes} needs --no-reload: the autoreloader restarts one process "
+                "(--reload is the default when DEBUG is on)."
+            )
         if options["verbosity"] and not logger.hasHandlers():
             logger.addHandler(logging.StreamHandler(self.stdout))
             logger.setLevel(logging.INFO)
@@ -39,9 +59,10 @@ class Command(DBWorkerCommand):
         rules = staging.rules()  # invalid staging settings stop the worker here, loudly
         logger.info(
             "Delivery worker starting: DJANGO_SETTINGS_MODULE=%s providers=%s "
-            "concurrency=%s batch=%s rate limits=%s%s",
+            "processes=%s concurrency=%s batch=%s rate limits=%s%s",
             os.environ.get("DJANGO_SETTINGS_MODULE", "(unset)"),
             ",".join(providers()),
+            processes,
             get_setting("CONCURRENCY"),
             get_setting("BATCH_SIZE"),
             ratelimit.configured_rates() or "none",
@@ -55,4 +76,23 @@ class Command(DBWorkerCommand):
         OutboxState.objects.update_or_create(pk=1, defaults={"kick_pending": False})
         tasks.ensure_sweep_scheduled(restart=True)
         tasks.kick(force=True)
-        return super().handle(*args, **options)
+        if processes == 1:
+            return super().handle(*args, **options)
+        worker_id = options.pop("worker_id")
+        status = supervise(processes, lambda index: super(Command, self).handle(
+            *args, worker_id=f"{worker_id[:60]}-{index}", **options))
+        if status:
+            sys.exit(status)
+
+
+def processes_count(value: str) -> int:
+    """``--processes``: a positive number, or ``auto`` (the CPUs this process may use)."""
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise ArgumentTypeError(f"expected a number of processes or 'auto', got {value!r}") from None
+    if count < 1:
+        raise ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
