@@ -96,6 +96,33 @@ def test_a_dead_process_is_replaced_and_sigterm_stops_them_all(sqlite_url):
 
 
 @pytest.mark.slow
+def test_a_signal_to_the_whole_group_stops_each_process_once_and_gracefully(sqlite_url):
+    """systemd, Heroku and a terminal's Ctrl+C signal every process at once."""
+    with running_fake_mailgun(latency=0.05, api_key="key-test") as esp:
+        env = environment(sqlite_url, esp.base_url, TRANSACTIONAL_BATCH_SIZE="10")
+        manage("migrate", "--no-input", "-v0", environ=env)
+        manage("shell", "-c", ENQUEUE.format(n=400), environ=env)
+        parent = subprocess.Popen([*WORKER, "--processes", "2"], cwd=ROOT, env=env, start_new_session=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: esp.count >= 20, what="delivery under way")
+            os.killpg(parent.pid, signal.SIGTERM)
+            output = parent.communicate(timeout=90)[0]
+        finally:
+            if parent.poll() is None:
+                os.killpg(parent.pid, signal.SIGKILL)
+        sent = esp.count
+    assert parent.returncode == 0, output
+    assert "terminating current task" not in output  # nobody was stopped twice
+    assert output.count("shutting down gracefully") == 2
+    states = json.loads(manage("shell", "-c", "import json; from transactional.models import Message; "
+                               "print(json.dumps(sorted(set(Message.objects.values_list('status', flat=True)))))",
+                               environ=env).strip().splitlines()[-1])
+    assert "sending" not in states  # every run finished and recorded what it sent
+    assert report(env)["sent"] == sent
+
+
+@pytest.mark.slow
 def test_processes_stop_when_their_parent_is_killed(sqlite_url):
     env = environment(sqlite_url, "http://127.0.0.1:9/v3")
     manage("migrate", "--no-input", "-v0", environ=env)

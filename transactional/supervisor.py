@@ -5,14 +5,16 @@ interpreter lock. ``delivery_worker --processes N`` forks N copies of the
 worker loop once start-up is done, so one command (one Procfile line, one
 systemd unit) uses N cores. The parent only supervises:
 
-- SIGTERM, SIGINT and SIGQUIT go to every child, which finishes the task
-  it runs and exits (a second signal makes them stop at once, as with a
-  single worker);
+- SIGTERM, SIGINT and SIGQUIT to the parent stop the children: each gets
+  CHILD_STOP (SIGUSR1), finishes the task it runs and exits; a second signal
+  makes them stop at once, as with a single worker. Children ignore the
+  stop signals themselves, so a process manager that signals the whole
+  group (systemd, Heroku, Ctrl+C in a terminal) stops each one once;
 - a child that dies (a crash, the OOM killer) is started again, unless
   children keep dying: more than MAX_RESTARTS within RESTART_WINDOW_SECONDS
   stops them all, with exit status 1, so the process manager sees it;
-- a child that dies with its parent gets SIGTERM (Linux), so a killed
-  parent leaves no orphans delivering mail.
+- a child whose parent dies gets CHILD_STOP (Linux), so a killed parent
+  leaves no orphans delivering mail.
 """
 
 import ctypes
@@ -33,6 +35,8 @@ RESTART_WINDOW_SECONDS = 60.0
 #: Pause before a child is started again, so a crash loop does not spin.
 RESTART_DELAY_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+#: What the parent sends a child to stop it (the child's only stop signal).
+CHILD_STOP = signal.SIGUSR1
 PR_SET_PDEATHSIG = 1
 
 
@@ -98,7 +102,7 @@ class _Supervisor:
         self.stopping = True
         for pid in list(self.children):
             try:
-                os.kill(pid, signum)
+                os.kill(pid, CHILD_STOP)
             except ProcessLookupError:
                 pass
 
@@ -110,13 +114,18 @@ class _Supervisor:
         try:
             pid = os.fork()
             if pid == 0:
-                for stop_signal in STOP_SIGNALS:
-                    signal.signal(stop_signal, signal.SIG_DFL)
+                ignore_stop_signals()  # CHILD_STOP, still at its default, ends it until the loop runs
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 os._exit(_child(index, parent, self.target))
             self.children[pid] = index
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def ignore_stop_signals() -> None:
+    """In a child: leave SIGTERM, SIGINT and SIGQUIT to the parent."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
 
 
 def _child(index: int, parent: int, target: Callable[[int], None]) -> int:
@@ -137,10 +146,10 @@ def _child(index: int, parent: int, target: Callable[[int], None]) -> int:
 
 
 def _die_with(parent: int) -> None:
-    """Ask Linux for SIGTERM when the parent dies; exit if it died already."""
+    """Ask Linux for CHILD_STOP when the parent dies; exit if it died already."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, CHILD_STOP)
     except (OSError, AttributeError):  # not Linux: the process manager stops children
         pass
     if os.getppid() != parent:

@@ -10,17 +10,19 @@ kicks a delivery run for mail that arrived while no worker was up. Every
 import gc
 import logging
 import os
+import signal
 import sys
 from argparse import ArgumentTypeError
 
 from django.core.management.base import CommandError
 from django_tasks_db.management.commands.db_worker import Command as DBWorkerCommand
+from django_tasks_db.management.commands.db_worker import Worker
 
 from transactional import ratelimit, staging, tasks
 from transactional.conf import get_setting, providers
 from transactional.delivery import require_no_loop
 from transactional.models import OutboxState
-from transactional.supervisor import supervise
+from transactional.supervisor import CHILD_STOP, ignore_stop_signals, supervise
 
 logger = logging.getLogger("transactional.worker")
 
@@ -78,11 +80,44 @@ class Command(DBWorkerCommand):
         tasks.kick(force=True)
         if processes == 1:
             return super().handle(*args, **options)
-        worker_id = options.pop("worker_id")
-        status = supervise(processes, lambda index: super(Command, self).handle(
-            *args, worker_id=f"{worker_id[:60]}-{index}", **options))
+        if options["exclude_queues"] and "*" not in options["queue_name"].split(","):
+            raise CommandError("--exclude-queues can only be used with --queue-name=*")
+        status = supervise(processes, lambda index: self._run_forked(index, options))
         if status:
             sys.exit(status)
+
+    def _run_forked(self, index: int, options: dict) -> None:
+        """One forked process's worker loop: db_worker's, stopped by its parent's signal."""
+        self.configure_logging(options["verbosity"])
+        worker = ForkedWorker(
+            queue_names=options["queue_name"].split(","),
+            excluded_queue_names=options["exclude_queues"].split(",") if options["exclude_queues"] else [],
+            interval=options["interval"],
+            batch=options["batch"],
+            backend_name=options["backend_name"],
+            startup_delay=options["startup_delay"],
+            max_tasks=options["max_tasks"],
+            worker_id=f"{options['worker_id'][:60]}-{index}",
+        )
+        worker.configure_signals()
+        worker.run()
+
+
+class ForkedWorker(Worker):
+    """db_worker's loop in a process forked by ``--processes``.
+
+    It takes its stop signal from the parent only. A process manager that
+    signals every process at once (systemd, Heroku, a terminal's Ctrl+C)
+    would otherwise stop it twice, once directly and once forwarded, and a
+    second signal stops db_worker in the middle of a delivery run.
+    """
+
+    def configure_signals(self) -> None:
+        ignore_stop_signals()
+        signal.signal(CHILD_STOP, self.shutdown)
+
+    def reset_signals(self) -> None:
+        signal.signal(CHILD_STOP, signal.SIG_DFL)
 
 
 def processes_count(value: str) -> int:
