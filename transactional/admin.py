@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
-from . import operations, provider_admin, suppression  # noqa: F401  (provider_admin: its page)
+from . import operations, provider_admin, signals, suppression  # noqa: F401  (provider_admin: its page)
 from .conf import streams
 from .models import Attempt, Event, Message, Recipient, Suppression, normalize_address
 from .serialization import deserialize
@@ -393,6 +393,8 @@ class SuppressionAdmin(admin.ModelAdmin):
         obj.source = "admin"
         obj.note = f"{by}: {obj.note}" if obj.note else by
         super().save_model(request, obj, form, change)
+        if not change:
+            signals.announce_suppressed([obj])
 
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
         suppression.unsuppress(obj.address, by=request.user.get_username(), stream=obj.stream)

@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import events, notifications, retries, staging
+from . import events, notifications, retries, signals, staging
 from .breaker import Breakers
 from .conf import get_setting, provider_name, providers
 from .exceptions import ProviderConfigurationError, ProvidersUnavailable
@@ -381,9 +381,9 @@ def _prepare(batch: list[Message], rules: "staging.Rules | None" = None) -> list
             listed = newly.get(message.stream, set())
             fresh = [r for r in recipients if r.address in listed and r.address not in excluded]
             if fresh:
-                Recipient.objects.filter(pk__in=[r.pk for r in fresh]).update(
-                    status=Recipient.Status.SUPPRESSED
-                )
+                moved = Recipient.objects.filter(pk__in=[r.pk for r in fresh])
+                signals.announce_moving(moved, Recipient.Status.SUPPRESSED)
+                moved.update(status=Recipient.Status.SUPPRESSED)
                 excluded |= {r.address for r in fresh}
         claimed.append(Claimed(message, excluded))
     return claimed
@@ -526,8 +526,10 @@ def _record_successes(results: list[Result]) -> int:
                 outcome=Attempt.Outcome.SENT, finished_at=now, provider=provider
             )
         rows = list(Recipient.objects.filter(message_id__in=ids).only("pk", "message_id", "address", "status"))
+        before = signals.statuses(rows)  # {} unless someone listens
         recipients = _apply_results(rows, by_message)
         _update_recipients(recipients, now)
+        signals.announce_sent(live, recipients, before)
         events.link_pending([r for r in recipients if r.esp_message_id])  # webhooks that beat this commit
     for result in live:
         logger.info("Sent message %s via %s", result.message_id, result.provider)
@@ -599,9 +601,9 @@ def record(result: Result) -> int:
 def _record_nobody_left(message: Message, result: Result, now: datetime) -> None:
     """Every recipient was suppressed, or blocked by staging safety: nothing was sent."""
     if result.blocked:
-        Recipient.objects.filter(message=message, address__in=result.blocked).update(
-            status=Recipient.Status.BLOCKED, updated_at=now
-        )
+        blocked = Recipient.objects.filter(message=message, address__in=result.blocked)
+        signals.announce_moving(blocked, Recipient.Status.BLOCKED)
+        blocked.update(status=Recipient.Status.BLOCKED, updated_at=now)
         error = ("Every recipient is suppressed or outside TRANSACTIONAL_ALLOWED_RECIPIENTS "
                  f"(blocked: {', '.join(result.blocked)}).")
         _finish(message, Message.Status.BLOCKED, Attempt.Outcome.SUPPRESSED, now, error=error,
@@ -639,6 +641,7 @@ def _record_failure(message: Message, error: BaseException, now: datetime, *, pr
         f"gave up after {message.attempts} attempt(s)" if out_of_attempts else "too old to retry"
     )
     _finish(message, Message.Status.FAILED, Attempt.Outcome.FAILED, now, error=text, **attempt)
+    signals.announce_failed(message, error, reason)  # reads the recipients before they change
     message.recipients.exclude(status=Recipient.Status.SUPPRESSED).update(
         status=Recipient.Status.FAILED, updated_at=now
     )

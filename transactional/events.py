@@ -48,7 +48,7 @@ from anymail.signals import AnymailTrackingEvent
 from django.db import transaction
 from django.utils import timezone
 
-from . import esps, event_queries
+from . import esps, event_queries, signals
 from .bulk_insert import PreparedInsert
 from .models import DEFAULT_STREAM, Event, Message, Recipient, Suppression, normalize_address
 from .status import next_status, statuses_below
@@ -380,6 +380,7 @@ def _apply_status(rows: list[Event], linker: _Linker) -> None:
     wins. (On PostgreSQL ``_Linker.lock()`` read them again, under lock.)
     """
     now = timezone.now()
+    signals.announce_events(rows, linker.recipients_of)  # before the statuses below change
     changed: dict[int, Recipient] = {}
     for row in rows:
         for recipient in linker.recipients_of(row):

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from . import retention, tasks
+from . import retention, signals, tasks
 from .conf import get_setting, providers
 from .models import Attempt, Event, Message, MessageQuerySet, OutboxState, ProviderState, Recipient
 
@@ -151,9 +151,9 @@ def retry(queryset: MessageQuerySet) -> Retried:
         requeued = Message.objects.filter(pk__in=ids, status__in=RETRYABLE).update(
             status=Message.Status.QUEUED, next_attempt_at=now, updated_at=now
         )
-        Recipient.objects.filter(message_id__in=ids, status=Recipient.Status.FAILED).update(
-            status=Recipient.Status.QUEUED, updated_at=now
-        )
+        failed = Recipient.objects.filter(message_id__in=ids, status=Recipient.Status.FAILED)
+        signals.announce_moving(failed, Recipient.Status.QUEUED)
+        failed.update(status=Recipient.Status.QUEUED, updated_at=now)
         if requeued:
             transaction.on_commit(tasks.kick)
     logger.info("Re-queued %d message(s) for delivery", requeued)

@@ -16,7 +16,7 @@ from django.core.mail.message import DNS_NAME
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import tasks, unsubscribe
+from . import signals, tasks, unsubscribe
 from .conf import get_setting, streams
 from .exceptions import MessageTooLarge
 from .models import DEFAULT_STREAM, Message, Recipient, normalize_address
@@ -39,15 +39,21 @@ def enqueue(messages: Sequence[EmailMessage]) -> int:
     or if it repeats an idempotency key already accepted.
     """
     accepted = 0
+    queued = signals.queued_collector()  # None unless someone listens to message_queued
     with transaction.atomic():
         for message in messages:
-            accepted += _store(message)
+            accepted += _store(message, queued)
+        signals.announce_queued(queued)  # before the kick: an immediate run sends at once
         if accepted:
             transaction.on_commit(tasks.kick)
     return accepted
 
 
-def _store(email: EmailMessage) -> bool:
+def _store(email: EmailMessage, queued: list | None = None) -> bool:
+    """Store one message; return whether it counts as accepted (``enqueue()``).
+
+    A message stored for sending is added to ``queued``, if given, with its recipients.
+    """
     if not email.recipients():
         return False
     key = getattr(email, IDEMPOTENCY_KEY, None)
@@ -120,6 +126,8 @@ def _store(email: EmailMessage) -> bool:
     Recipient.objects.bulk_create(recipients)
     if everyone_suppressed:
         logger.info("Message %s not sent: every recipient is suppressed", message.pk)
+    elif queued is not None:
+        queued.append((message, recipients))
     return not everyone_suppressed
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from django.db import IntegrityError, connection, transaction
 
-from . import db_limits
+from . import db_limits, signals
 from .models import DEFAULT_STREAM, Suppression, address_hash, normalize_address
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def suppress_many(rows: Iterable[Suppression]) -> list[Suppression]:
     Suppression.objects.bulk_create(added, ignore_conflicts=True)
     if added:
         logger.info("Suppressed %d address(es)", len(added))
+    signals.announce_suppressed(added)
     return added
 
 
@@ -95,6 +96,7 @@ def suppress(
     if created:
         scope = f"stream {stream}" if stream else "every stream"
         logger.info("Suppressed %s on %s (%s, from %s)", address, scope, reason, source or "unknown")
+        signals.announce_suppressed([row])
     return row, created
 
 
