@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from transactional.metrics.views import metrics
 from transactional.stats_views import stats_urls
 from transactional.unsubscribe_views import unsubscribe
 from transactional.views import healthz
@@ -18,6 +19,8 @@ urlpatterns = [
     path("anymail/", include("anymail.urls")),
     path("birthday/", include("birthday.urls")),
     path("healthz", healthz, name="healthz"),
+    # Prometheus: 404 unless TRANSACTIONAL_METRICS_TOKEN is set; Authorization: Bearer <token>.
+    path("metrics", metrics, name="metrics"),
     # One-click unsubscribe (RFC 8058): the links in mail on non-transactional streams.
     path("unsubscribe/<str:token>/", unsubscribe, name="transactional-unsubscribe"),
     # Development pages: 404 unless DEBUG, decided per request.

@@ -444,21 +444,16 @@ def _drain(out: Outbox, esp: FakeESP, commands: list[list[str]], env: dict[str, 
     out.command = shlex.join([Path(commands[0][0]).name, *commands[0][1:]])
     files = [open(log, "w") for log in logs]
     started = time.time()
+    # CPU of the drain commands and of every process they started and waited
+    # for (the worker's forked processes, post_office's pool), once they exit.
+    children_cpu = _children_cpu()
     procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=file, stderr=subprocess.STDOUT)
              for command, file in zip(commands, files)]
-    cpu = {p.pid: 0.0 for p in procs}
-
-    def read_cpu() -> None:  # the children's too: the worker forks its processes
-        for p in procs:
-            family = [p.pid, *_descendants(p.pid)]
-            cpu[p.pid] = max(cpu[p.pid], sum(cpu_seconds(pid) or 0.0 for pid in family))
-
     try:
         last_count, last_progress = baseline, time.monotonic()
         while (count := esp.poll()) - baseline < n:
             if count != last_count:
                 last_count, last_progress = count, time.monotonic()
-                read_cpu()
             failed = [p for p in procs if p.poll() not in (None, 0)]
             if failed:
                 raise BenchError(f"{out.command} exited with {failed[0].returncode} after "
@@ -474,11 +469,9 @@ def _drain(out: Outbox, esp: FakeESP, commands: list[list[str]], env: dict[str, 
                 raise BenchError(f"ESP accepted {n} but the database does not show them all sent")
             time.sleep(0.02)
         recorded_at = time.time()
-        read_cpu()
         time.sleep(0.3)  # let the run finish and any late duplicate arrive
         out.worker_rss_mb = [max((vm_hwm_kb(pid) or 0) / 1024 for pid in [p.pid, *_descendants(p.pid)])
                              for p in procs]
-        out.worker_cpu_ms = sum(cpu.values()) * 1000 / n
         out.esp_cpu_ms = ((cpu_seconds(esp.proc.pid) or 0.0) - esp_cpu) * 1000 / n
     finally:
         for p in procs:
@@ -492,6 +485,7 @@ def _drain(out: Outbox, esp: FakeESP, commands: list[list[str]], env: dict[str, 
                 p.wait()
         for file in files:
             file.close()
+    out.worker_cpu_ms = (_children_cpu() - children_cpu) * 1000 / n
 
     esp.poll()
     records = esp.records[baseline:]
@@ -508,6 +502,11 @@ def _drain(out: Outbox, esp: FakeESP, commands: list[list[str]], env: dict[str, 
     out.drain_rate = n / out.drain_s
     out.steady_rate = (n - 1) / (times[-1] - times[0]) if n > 1 else float("nan")
     return records
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _descendants(pid: int) -> list[int]:
@@ -779,15 +778,15 @@ def _report_drain(label: str, o: Outbox, r: LatencyResult, *, verified: str) -> 
     print(f"      drain, wall clock from start             {o.drain_rate:9.1f} msg/s  "
           f"({o.drain_s:.2f} s; all recorded in DB at {o.recorded_s:.2f} s)")
     print(f"      drain, excluding start-up                {o.steady_rate:9.1f} msg/s")
-    print(f"      CPU per message: drain {o.worker_cpu_ms:.2f} ms (incl. start-up, all processes), "
+    print(f"      CPU per message: drain {o.worker_cpu_ms:.2f} ms (start-up to exit, all processes), "
           f"fake ESP {o.esp_cpu_ms:.2f} ms")
     name = "drain / bare" if r.latency == 0 else "drain / one-at-a-time"
     print(f"      ratio {name:34} {o.drain_rate / r.bare_rate:9.2f} x  "
           f"(wall clock; {o.steady_rate / r.bare_rate:.2f} x excluding start-up)")
     print(f"      peak RSS enqueue process                 {o.enqueue_rss_mb:9.1f} MB "
           f"(after django.setup: {o.enqueue_base_mb:.1f} MB)")
-    print(f"      peak RSS drain                           {' + '.join(f'{m:.1f}' for m in o.worker_rss_mb)} MB"
-          " (largest process)")
+    rss = " + ".join(f"{m:.1f} MB" for m in o.worker_rss_mb if m) or "n/a (its processes had exited)"
+    print(f"      peak RSS drain                           {rss} (largest process)")
     print(f"      verified: {verified}")
 
 

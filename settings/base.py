@@ -131,6 +131,13 @@ if env.is_set("TRANSACTIONAL_REDIRECT_TO"):
 # the classes left out keep their defaults. The sweep purges hourly.
 if env.is_set("TRANSACTIONAL_RETENTION"):
     TRANSACTIONAL_RETENTION = parse_retention(env.str("TRANSACTIONAL_RETENTION"))
+# Metrics: GET /metrics (Prometheus) answers 404 until a bearer token is set
+# (several, space-separated, during a rotation); OpenTelemetry instruments
+# only where TRANSACTIONAL_METRICS_OTEL is on. docs/configuration.md, "Metrics".
+if env.is_set("TRANSACTIONAL_METRICS_TOKEN"):
+    TRANSACTIONAL_METRICS_TOKEN = env.str("TRANSACTIONAL_METRICS_TOKEN")
+if env.is_set("TRANSACTIONAL_METRICS_OTEL"):
+    TRANSACTIONAL_METRICS_OTEL = env.bool("TRANSACTIONAL_METRICS_OTEL", default=False)
 
 
 # TEMPLATES AND STATIC FILES

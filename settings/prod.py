@@ -83,6 +83,11 @@ LOGGING["handlers"]["mail_admins"] = {
     "class": "django.utils.log.AdminEmailHandler",
     "level": "ERROR",
     "filters": ["require_debug_false"],
-    "email_backend": TRANSACTIONAL_DELIVERY_BACKEND,  # noqa: F405
+    # Django 6.1: the primary provider's MAILERS alias; 5.2: its backend.
+    **(
+        {"using": EMAIL_PROVIDER}  # noqa: F405
+        if "MAILERS" in globals()
+        else {"email_backend": TRANSACTIONAL_DELIVERY_BACKEND}  # noqa: F405
+    ),
 }
 LOGGING["loggers"]["django"]["handlers"] = ["mail_admins"]

@@ -7,10 +7,12 @@ failover, or one ``EMAIL_PROVIDER``). Each environment module applies it::
     EMAIL_PROVIDERS = chosen_providers(env, default="file")
     globals().update(email_settings(EMAIL_PROVIDERS, env, base_dir=BASE_DIR))
 
-Anymail reads its ``ANYMAIL`` dict; Django's own backends read ``EMAIL_*``.
-``EMAIL_BACKEND`` is always the outbox; ``TRANSACTIONAL_PROVIDERS`` maps each
-provider to the backend that really sends (``TRANSACTIONAL_DELIVERY_BACKEND``
-is the primary's).
+Anymail reads its ``ANYMAIL`` dict. On Django 5.2 Django's own backends read
+``EMAIL_*`` and ``EMAIL_BACKEND`` is the outbox; on Django 6.1 ``MAILERS``
+replaces them (``"default"``: the outbox; one alias per stream: the outbox on
+that stream; one per provider: the backend that really sends, with its
+OPTIONS). ``TRANSACTIONAL_PROVIDERS`` maps each provider to that backend
+(``TRANSACTIONAL_DELIVERY_BACKEND`` is the primary's) on both.
 """
 
 import re
@@ -19,11 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import Env
 
 OUTBOX_BACKEND = "transactional.backends.EmailBackend"
+
+#: Django 6.1+ configures mail with MAILERS (the EMAIL_* settings are deprecated).
+HAS_MAILERS = hasattr(mail, "mailers")
+
+#: Django's EMAIL_* setting -> the OPTIONS name of its backend under MAILERS.
+MAILER_OPTIONS = {
+    "EMAIL_HOST": "host",
+    "EMAIL_PORT": "port",
+    "EMAIL_HOST_USER": "username",
+    "EMAIL_HOST_PASSWORD": "password",
+    "EMAIL_USE_TLS": "use_tls",
+    "EMAIL_USE_SSL": "use_ssl",
+    "EMAIL_FILE_PATH": "file_path",
+}
 
 #: Seconds any single provider call (SMTP, ESP HTTP API, boto3) may take.
 DEFAULT_EMAIL_TIMEOUT = 10.0
@@ -303,9 +320,36 @@ def rate_limits(env: Env, providers: list[str]) -> dict[str, float]:
     return limits
 
 
-def email_settings(provider: str | list[str], env: Env, *, base_dir: Path) -> Settings:
+def mailers(providers: list[str], values: dict[str, Settings], env: Env, timeout: float) -> Settings:
+    """Return Django 6.1's ``MAILERS``: the outbox, one alias per stream, one per provider.
+
+    ``values`` holds each provider's EMAIL_* settings (they become OPTIONS);
+    anymail's backends keep reading the ``ANYMAIL`` dict, as its webhooks do.
+    """
+    aliases: Settings = {"default": {"BACKEND": OUTBOX_BACKEND}}
+    stream_names = dict.fromkeys(["transactional", *(name.lower() for name in env.list("TRANSACTIONAL_STREAMS"))])
+    if taken := [name for name in stream_names if name in PROVIDERS or name == "default"]:
+        raise ImproperlyConfigured(
+            f"TRANSACTIONAL_STREAMS names {', '.join(map(repr, taken))}, which is also a mail alias "
+            f"(default, {', '.join(PROVIDERS)}); rename the stream."
+        )
+    for stream in stream_names:
+        aliases[stream] = {"BACKEND": OUTBOX_BACKEND, "OPTIONS": {"stream": stream}}
+    for name in providers:
+        options = {MAILER_OPTIONS[setting]: value for setting, value in values[name].items()}
+        if name == "smtp":
+            options["timeout"] = timeout
+        aliases[name] = {"BACKEND": PROVIDERS[name].backend, **({"OPTIONS": options} if options else {})}
+    return aliases
+
+
+def email_settings(
+    provider: str | list[str], env: Env, *, base_dir: Path, use_mailers: bool | None = None
+) -> Settings:
     """Return the mail settings for ``provider`` (or several, in failover order) read from ``env``.
 
+    ``use_mailers``: return ``MAILERS`` instead of the deprecated ``EMAIL_*``
+    backend settings; by default where Django has them (6.1+).
     Raises ImproperlyConfigured naming every missing variable at once.
     """
     providers = [provider] if isinstance(provider, str) else list(provider)
@@ -328,10 +372,20 @@ def email_settings(provider: str | list[str], env: Env, *, base_dir: Path) -> Se
     timeout = env.float("EMAIL_TIMEOUT", default=DEFAULT_EMAIL_TIMEOUT, minimum=0.1)
     settings: Settings = {}
     anymail: Settings = {}
+    configured: dict[str, Settings] = {}
     for name in providers:
         values = PROVIDERS[name].configure(env, timeout, base_dir)
         anymail.update(values.pop("ANYMAIL", {}))
+        configured[name] = values
         settings.update(values)
+    use_mailers = HAS_MAILERS if use_mailers is None else use_mailers
+    if use_mailers:
+        # EMAIL_* and MAILERS together are refused by Django 6.1.
+        settings = {"MAILERS": mailers(providers, configured, env, timeout)}
+    else:
+        # send_mail() stores into the outbox; a worker delivers through the
+        # backends above.
+        settings.update({"EMAIL_BACKEND": OUTBOX_BACKEND, "EMAIL_TIMEOUT": timeout})
     webhooks = webhook_settings(env)
     settings["ANYMAIL"] = {**anymail, "REQUESTS_TIMEOUT": timeout, **webhooks.pop("ANYMAIL")}
     limits = rate_limits(env, providers)
@@ -346,9 +400,5 @@ def email_settings(provider: str | list[str], env: Env, *, base_dir: Path) -> Se
         ),
         **({"TRANSACTIONAL_RATE_LIMITS": limits} if limits else {}),
         "TRANSACTIONAL_DELIVERY_BACKEND": PROVIDERS[providers[0]].backend,
-        # send_mail() stores into the outbox; a worker delivers through the
-        # backends above.
-        "EMAIL_BACKEND": OUTBOX_BACKEND,
-        "EMAIL_TIMEOUT": timeout,
         **settings,
     }

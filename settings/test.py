@@ -51,7 +51,9 @@ TASKS = {"default": {"BACKEND": f"{TASKS_MODULE}.backends.immediate.ImmediateBac
 # ------------------------------------------------------------------------------
 # Fixed, whatever the environment or .env says: no test mail leaves the process.
 EMAIL_PROVIDER = "locmem"
-globals().update(email_settings(EMAIL_PROVIDER, Env({}), base_dir=BASE_DIR))
+# The EMAIL_* settings even on Django 6.1 (not MAILERS): tests still switch
+# backends with settings.EMAIL_BACKEND. tests/test_mailers.py covers MAILERS.
+globals().update(email_settings(EMAIL_PROVIDER, Env({}), base_dir=BASE_DIR, use_mailers=False))
 # Django's test runner replaces EMAIL_BACKEND with locmem anyway; tests of
 # the outbox switch it on with the `outbox` fixture (tests/conftest.py).
 EMAIL_BACKEND = TRANSACTIONAL_DELIVERY_BACKEND  # noqa: F405

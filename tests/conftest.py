@@ -30,7 +30,7 @@ def mail_settings(settings):
     from settings.providers import email_settings
 
     def apply(provider: str, **environ: str) -> dict:
-        values = email_settings(provider, Env(environ), base_dir=settings.BASE_DIR)
+        values = email_settings(provider, Env(environ), base_dir=settings.BASE_DIR, use_mailers=False)
         for name, value in values.items():
             setattr(settings, name, value)
         settings.EMAIL_BACKEND = values["TRANSACTIONAL_DELIVERY_BACKEND"]

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.test import RequestFactory
 
+from transactional.mailers import HAS_MAILERS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = "x9$k2!vQ7#pLm4@Zr8^tWc1&Yh6*Nb3(Fd5)Gs0_Ju-Ke=Ao+Ip"
@@ -88,7 +90,8 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "settings.prod"
 from django.conf import settings
 print(json.dumps({
     "DEBUG": settings.DEBUG,
-    "EMAIL_BACKEND": settings.EMAIL_BACKEND,
+    "outbox": (settings.MAILERS["default"]["BACKEND"] if hasattr(settings, "MAILERS")
+               else settings.EMAIL_BACKEND),
     "TRANSACTIONAL_DELIVERY_BACKEND": settings.TRANSACTIONAL_DELIVERY_BACKEND,
     "mail_admins": settings.LOGGING["handlers"]["mail_admins"],
     "django_logger": settings.LOGGING["loggers"]["django"],
@@ -112,8 +115,10 @@ def test_prod_settings_route_error_mail_through_the_provider(tmp_path):
         "class": "django.utils.log.AdminEmailHandler",
         "level": "ERROR",
         "filters": ["require_debug_false"],
-        "email_backend": "anymail.backends.mailgun.EmailBackend",
+        # Django 6.1: the provider's MAILERS alias; 5.2: its backend.
+        **({"using": "mailgun"} if HAS_MAILERS else {"email_backend": "anymail.backends.mailgun.EmailBackend"}),
     }
+    assert values["outbox"] == "transactional.backends.EmailBackend"
     assert values["django_logger"]["handlers"] == ["mail_admins"]
     assert values["ADMINS"] == [["Ops", "ops@acme-corp.com"]]
     assert values["SERVER_EMAIL"] == "Acme <no-reply@acme-corp.com>"

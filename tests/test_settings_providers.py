@@ -16,7 +16,12 @@ SES = {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "fake-secret", 
 
 
 def build(provider: str, **environ: str) -> dict:
-    return email_settings(provider, Env(environ), base_dir=BASE_DIR)
+    """The EMAIL_* form (Django 5.2); ``mailers()`` below builds Django 6.1's MAILERS."""
+    return email_settings(provider, Env(environ), base_dir=BASE_DIR, use_mailers=False)
+
+
+def mailers(provider: str | list[str], **environ: str) -> dict:
+    return email_settings(provider, Env(environ), base_dir=BASE_DIR, use_mailers=True)
 
 
 @pytest.mark.parametrize(
@@ -366,3 +371,58 @@ def test_redirect_addresses_keep_names_and_internationalized_domains():
     assert getaddresses(formatted) == [
         ("QA", "qa@bücher.example"), ('Team, "Q"', "t@acme.test"), ("", "x@acme.test"),
     ]
+
+
+# -- Django 6.1: MAILERS instead of the EMAIL_* settings ------------------------
+
+
+def test_mailers_replace_every_deprecated_email_setting():
+    values = mailers("smtp", EMAIL_HOST="smtp.acme-mail.com", EMAIL_PORT="587", EMAIL_USE_TLS="1")
+
+    assert not {name for name in values if name.startswith("EMAIL_")} - {"EMAIL_PROVIDER"}
+    assert values["TRANSACTIONAL_DELIVERY_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert values["ANYMAIL"]["REQUESTS_TIMEOUT"] == 10.0
+
+
+def test_mailers_are_the_outbox_each_stream_and_each_provider():
+    values = mailers(["ses", "mailgun"], **SES, **MAILGUN, TRANSACTIONAL_STREAMS="Newsletter,notifications")
+
+    assert values["MAILERS"] == {
+        "default": {"BACKEND": "transactional.backends.EmailBackend"},
+        "transactional": {"BACKEND": "transactional.backends.EmailBackend", "OPTIONS": {"stream": "transactional"}},
+        "newsletter": {"BACKEND": "transactional.backends.EmailBackend", "OPTIONS": {"stream": "newsletter"}},
+        "notifications": {"BACKEND": "transactional.backends.EmailBackend", "OPTIONS": {"stream": "notifications"}},
+        # anymail reads the ANYMAIL dict, as its webhooks do: no second copy of the keys.
+        "ses": {"BACKEND": "anymail.backends.amazon_ses.EmailBackend"},
+        "mailgun": {"BACKEND": "anymail.backends.mailgun.EmailBackend"},
+    }
+    assert values["ANYMAIL"]["MAILGUN_API_KEY"] == MAILGUN["MAILGUN_API_KEY"]
+
+
+def test_smtp_and_file_settings_become_mailer_options():
+    smtp = mailers(
+        "smtp", EMAIL_HOST="smtp.acme-mail.com", EMAIL_PORT="587", EMAIL_HOST_USER="postmaster",
+        EMAIL_HOST_PASSWORD="hunter2", EMAIL_USE_SSL="yes", EMAIL_TIMEOUT="7",
+    )["MAILERS"]["smtp"]
+    file = mailers("file", EMAIL_FILE_PATH="/tmp/mails")["MAILERS"]["file"]
+
+    assert smtp == {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": "smtp.acme-mail.com", "port": 587, "username": "postmaster", "password": "hunter2",
+            "use_tls": False, "use_ssl": True, "timeout": 7.0,
+        },
+    }
+    assert file == {"BACKEND": "django.core.mail.backends.filebased.EmailBackend", "OPTIONS": {"file_path": "/tmp/mails"}}
+
+
+@pytest.mark.parametrize("stream", ["default", "ses"])
+def test_a_stream_cannot_take_a_mail_alias(stream):
+    with pytest.raises(ImproperlyConfigured, match=f"TRANSACTIONAL_STREAMS names '{stream}'"):
+        mailers("locmem", TRANSACTIONAL_STREAMS=stream)
+
+
+def test_mailers_are_the_default_where_django_has_them():
+    from django.core import mail
+
+    assert ("MAILERS" in email_settings("locmem", Env({}), base_dir=BASE_DIR)) is hasattr(mail, "mailers")

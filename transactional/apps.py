@@ -22,7 +22,10 @@ class TransactionalConfig(AppConfig):
 
         # Registering: system checks, and the receivers of anymail's tracking signal.
         from . import checks, receivers, retention, unsubscribe_inbound  # noqa: F401
+        from .metrics import otel
         from .webhooks import checks as webhook_checks  # noqa: F401
+
+        otel.install_from_settings()  # only with TRANSACTIONAL_METRICS_OTEL on
 
         # anymail 15 dropped official SendGrid support and warns on every
         # SendGrid backend init and webhook request. We support SendGrid with

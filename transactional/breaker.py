@@ -19,11 +19,11 @@ import logging
 from collections import Counter
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from .conf import get_setting
+from .mailers import email_setting
 from .models import ProviderState
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Breakers:
     def _win_probe(self, provider: str) -> bool:
         now = timezone.now()
         # A probe whose worker died frees itself after a cooldown and a call's timeout.
-        timeout = getattr(settings, "EMAIL_TIMEOUT", None) or 30
+        timeout = email_setting("EMAIL_TIMEOUT") or 30
         lease = timedelta(seconds=get_setting("BREAKER_COOLDOWN_SECONDS") + timeout)
         won = ProviderState.objects.filter(
             provider=provider, state__in=[State.OPEN, State.HALF_OPEN], retry_at__lte=now

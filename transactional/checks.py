@@ -10,6 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from . import staging, unsubscribe
 from .conf import get_setting, providers, streams
 from .delivery import OUTBOX_BACKEND
+from .mailers import email_setting
+from .metrics import config as metrics_config
 from .ratelimit import configured_rates
 from .dns.domains import address_domain, aligned, is_reserved, organizational_domain
 
@@ -43,7 +45,7 @@ def check_delivery_backend(app_configs, **kwargs) -> list[checks.CheckMessage]:
 
 @checks.register(checks.Tags.compatibility)
 def check_lease(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    timeout = getattr(settings, "EMAIL_TIMEOUT", None) or 0
+    timeout = email_setting("EMAIL_TIMEOUT") or 0
     lease = get_setting("LEASE_SECONDS")
     # A claimed batch waits for earlier calls in the pool: the last message of
     # a batch may start BATCH_SIZE / CONCURRENCY timeouts after its claim.
@@ -232,3 +234,31 @@ def check_streams(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.security)
+def check_metrics(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Report metrics settings that /metrics, the rates or OpenTelemetry cannot use."""
+    problems: list[checks.CheckMessage] = []
+    if problem := metrics_config.token_problem():
+        problems.append(
+            checks.Error(
+                problem,
+                hint="Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                id="transactional.E030",
+            )
+        )
+    try:
+        metrics_config.rate_days()
+    except ImproperlyConfigured as error:
+        problems.append(checks.Error(str(error), id="transactional.E031"))
+    if metrics_config.otel_wanted() and not metrics_config.otel_available():
+        problems.append(
+            checks.Warning(
+                "TRANSACTIONAL_METRICS_OTEL is on but opentelemetry-api is not installed: "
+                "no OpenTelemetry metrics are reported.",
+                hint="pip install opentelemetry-api (and an SDK with an exporter), or turn it off.",
+                id="transactional.W030",
+            )
+        )
+    return problems

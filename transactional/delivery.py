@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 
-from django.core.mail import get_connection
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import events, notifications, retries, signals, staging
+from . import events, mailers, metrics, notifications, retries, signals, staging
 from .breaker import Breakers
 from .conf import get_setting, provider_name, providers
 from .exceptions import ProviderConfigurationError, ProvidersUnavailable
@@ -403,7 +402,7 @@ class _Senders:
         connections = self._local.__dict__.setdefault("connections", {})
         connection = connections.get(provider)
         if connection is None:
-            connection = get_connection(self.backends[provider], fail_silently=False)
+            connection = mailers.provider_connection(provider, self.backends[provider])
             connection.open()
             settle_environment(connection)
             connections[provider] = connection
@@ -531,6 +530,7 @@ def _record_successes(results: list[Result]) -> int:
         _update_recipients(recipients, now)
         signals.announce_sent(live, recipients, before)
         events.link_pending([r for r in recipients if r.esp_message_id])  # webhooks that beat this commit
+        metrics.count_sent(ids)
     for result in live:
         logger.info("Sent message %s via %s", result.message_id, result.provider)
     return len(live)
@@ -657,7 +657,8 @@ def _finish(message: Message, status: str, outcome: str, now: datetime, *, error
               "claimed_at": None, "provider": provider, "updated_at": now}
     if sent_at:
         fields["sent_at"] = sent_at
-    Message.objects.filter(pk=message.pk, status=Message.Status.SENDING, claimed_at=message.claimed_at).update(**fields)
+    if Message.objects.filter(pk=message.pk, status=Message.Status.SENDING, claimed_at=message.claimed_at).update(**fields):
+        metrics.count_messages(status, provider=provider, stream=message.stream)
     Attempt.objects.filter(message=message, number=message.attempts, outcome=Attempt.Outcome.SENDING).update(
         outcome=outcome, finished_at=now, error_type=error_type, error=error if outcome != "sent" else "",
         status_code=status_code, provider=provider,

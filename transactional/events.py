@@ -48,7 +48,7 @@ from anymail.signals import AnymailTrackingEvent
 from django.db import transaction
 from django.utils import timezone
 
-from . import esps, event_queries, signals
+from . import esps, event_queries, metrics, signals
 from .bulk_insert import PreparedInsert
 from .models import DEFAULT_STREAM, Event, Message, Recipient, Suppression, normalize_address
 from .status import next_status, statuses_below
@@ -176,6 +176,7 @@ def _write(
         Event.objects.bulk_update(pending, ["message", "recipient"])
     # An event a concurrent request recorded meanwhile is skipped.
     rows = insert.execute() if insert else []
+    metrics.count_events(rows)
     _apply_status([*pending, *rows], linker)
     _apply_suppressions(rows)
     return rows

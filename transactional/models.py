@@ -429,3 +429,35 @@ class SyncCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.list_name}"
+
+
+class MetricCount(models.Model):
+    """One slice of a counter that every process adds to; metrics report the sums.
+
+    A counter is the sum of its rows with the same ``name`` and labels. Each
+    UTC ``day`` has its own rows, so rates can be taken over recent days;
+    ``shard`` spreads concurrent writers over several rows on PostgreSQL.
+    ``metrics.counters.compact()`` folds the rows of past days into fewer.
+    """
+
+    name = models.CharField(max_length=32)
+    provider = models.CharField(max_length=32, blank=True, default="")
+    stream = models.CharField(max_length=64, blank=True, default="")
+    esp = models.CharField("ESP", max_length=16, blank=True, default="")
+    label = models.CharField(
+        max_length=32, blank=True, default="", help_text="A message status, an event type, a bucket."
+    )
+    day = models.DateField(help_text="UTC day of the increments; 1970-01-01: every day before the window.")
+    shard = models.PositiveSmallIntegerField(default=0)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "provider", "stream", "esp", "label", "day", "shard"],
+                name="metric_count_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.provider}{self.stream}{self.esp}{self.label} {self.day}: {self.value}"

@@ -10,11 +10,11 @@ failures went unreported in between.
 import logging
 from datetime import timedelta
 
-from django.core.mail import get_connection, mail_admins
 from django.db import transaction
 from django.utils import timezone
 
-from .conf import delivery_backend, get_setting
+from . import mailers
+from .conf import get_setting, provider_name
 from .models import Message, OutboxState
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def delivery_failed(message: Message, *, reason: str, error: str) -> bool:
     if skipped:
         lines.append(f"\n{skipped} more failure(s) since the last notice were not mailed; see the admin.")
     try:
-        mail_admins(subject, "\n".join(lines), connection=get_connection(delivery_backend()))
+        mailers.mail_admins(subject, "\n".join(lines), using=provider_name())
     except Exception:
         logger.exception("Could not mail ADMINS about failed message %s", message.pk)
         return False

@@ -16,7 +16,7 @@ from django.core.mail.message import DNS_NAME
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import signals, tasks, unsubscribe
+from . import metrics, signals, tasks, unsubscribe
 from .conf import get_setting, streams
 from .exceptions import MessageTooLarge
 from .models import DEFAULT_STREAM, Message, Recipient, normalize_address
@@ -124,6 +124,7 @@ def _store(email: EmailMessage, queued: list | None = None) -> bool:
     for recipient in recipients:
         recipient.message = message
     Recipient.objects.bulk_create(recipients)
+    metrics.count_messages(message.status, stream=stream)  # "queued", or "suppressed" when everyone is
     if everyone_suppressed:
         logger.info("Message %s not sent: every recipient is suppressed", message.pk)
     elif queued is not None:

@@ -22,9 +22,8 @@ from email.utils import parsedate_to_datetime
 from functools import cached_property
 from pathlib import Path
 
-from django.conf import settings
-
 from transactional.conf import provider_name
+from transactional.mailers import email_setting
 
 SEPARATOR = b"\n" + b"-" * 79 + b"\n"
 #: Headers Django writes on every message; a body rarely has them all after a dash line.
@@ -138,7 +137,7 @@ class Mail:
 
 def directory() -> Path | None:
     """Return EMAIL_FILE_PATH, or None when it is not set."""
-    path = getattr(settings, "EMAIL_FILE_PATH", None)
+    path = email_setting("EMAIL_FILE_PATH")
     return Path(path) if path else None
 
 

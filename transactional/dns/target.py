@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from anymail.utils import get_anymail_setting
-from django.conf import settings
 
+from ..mailers import email_setting
 from . import ses
 from .records import record_line
 from .report import Result, passed, warned
@@ -208,7 +208,7 @@ def _smtp(domain: str, selectors: tuple[str, ...], return_path: str) -> Target:
         envelope=return_path or domain,
         selectors=_plain(selectors, domain),
         dkim_hint="pass --dkim-selector with the selector your SMTP provider signs with",
-        relay=getattr(settings, "EMAIL_HOST", ""),
+        relay=email_setting("EMAIL_HOST", ""),
     )
 
 

@@ -10,12 +10,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import requests
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
 from ..exceptions import TransactionalError
+from ..mailers import email_setting
 from ..models import Suppression, normalize_address
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class HttpApi:
         self.refused_hint = refused_hint
         self.not_found_hint = not_found_hint
         self.sleep = sleep
-        self.timeout = float(getattr(settings, "EMAIL_TIMEOUT", None) or 30)
+        self.timeout = float(email_setting("EMAIL_TIMEOUT") or 30)
 
     def get(self, url: str, *, params: dict[str, Any] | None = None, what: str) -> Any:
         return self._request("GET", url, what, params=params)
