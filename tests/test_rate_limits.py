@@ -103,7 +103,8 @@ def test_no_slot_is_taken_while_the_reservations_reach_past_a_quarter_lease(sett
     assert booked[2].retry_in > 0
     assert limiter.saturated("mailgun") > 0
     latest = max(booked[1].starts)
-    assert latest - booked[0].starts[0] == pytest.approx(3 / (0.1 * ratelimit.SAFETY), abs=0.01)
+    # Three intervals (~31 s), not four: a round trip's jitter, not a slot.
+    assert latest - booked[0].starts[0] == pytest.approx(3 / (0.1 * ratelimit.SAFETY), abs=0.25)
 
 
 def test_a_booked_up_rate_limit_gives_messages_back_without_using_an_attempt(

@@ -245,11 +245,15 @@ class Limiter:
 
     def reserve(self, provider: str, count: int) -> Slots:
         """Reserve ``count`` calls to ``provider``; all or none."""
-        now = time.monotonic()
         if provider not in self.rates or count <= 0:
-            return Slots([now] * count)
+            return Slots([time.monotonic()] * count)
         interval = 1.0 / (self.rates[provider] * SAFETY)
         taken, wait = self._clock.reserve(provider, count, interval, self.max_wait)
+        # The wait is counted from the store's clock as it took the slots; the
+        # local clock is read once the answer is back, so a slow round trip
+        # (Redis loading its script, a busy database) can only make the slots
+        # later, never closer together than the interval.
+        now = time.monotonic()
         if not taken:
             retry_in = max(1.0, wait - self.max_wait / 2)
             self._refused_until[provider] = now + retry_in
