@@ -5,7 +5,9 @@ selects, through a settings module it generates on top of ``settings.prod``
 (``from settings.prod import *; ROOT_URLCONF = "bench_webhooks_receivers"``),
 for the two reference variants. Everything else (database settings,
 middleware, ANYMAIL credentials) is ``settings.prod``'s, from the same
-environment as our own variant.
+environment as our own variant (with ``--conn-max-age``, the same override
+of it for every variant); the script checks that all three read the same
+DATABASES before it starts.
 
 At the same paths as the project (``/anymail/<esp>/tracking/``) it mounts
 django-anymail's PLAIN tracking views (basic auth + ESP signature + parsing,

@@ -44,9 +44,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the delivery worker write at once. WAL lets readers
     # run beside a writer; IMMEDIATE takes the write lock when a transaction
     # starts, so two writers queue on `timeout` instead of failing with
-    # "database is locked" half-way through.
+    # "database is locked" half-way through. A 32 MiB page cache holds a
+    # 1,000-event webhook post's writes (SQLite's 2 MiB default spilled them
+    # to the WAL and read them back mid-transaction), and reads go through a
+    # memory map instead of a read() per page.
     DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            "PRAGMA cache_size=-32768; PRAGMA mmap_size=268435456;"
+        ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }

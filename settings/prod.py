@@ -39,6 +39,19 @@ DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
+# DATABASES
+# ------------------------------------------------------------------------------
+# https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections
+# SQLite too keeps each gunicorn worker's connection for 60 seconds, as
+# base.py does for PostgreSQL. A connection per request (Django's default)
+# cost single webhook posts over a quarter of their rate: opening one runs
+# the PRAGMAs, and when the last one closes SQLite checkpoints the WAL into
+# the database file and deletes it, for the next request to create. (Not in dev:
+# runserver serves each request in a thread of its own and closes its
+# connections as the thread ends.) docs/webhooks.md, "Throughput".
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES = {"default": {**DATABASES["default"], "CONN_MAX_AGE": 60}}
+
 # EMAIL
 # ------------------------------------------------------------------------------
 globals().update(email_settings(EMAIL_PROVIDERS, env, base_dir=BASE_DIR))

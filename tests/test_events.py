@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 import responses
@@ -45,7 +45,8 @@ from tests.tracking import (
     ses_event,
     ses_open,
 )
-from transactional import db_limits, delivery, events, suppression
+from transactional import db_limits, delivery, event_queries, events, suppression
+from transactional.metrics.counters import EVENTS, sums
 from transactional.models import Event, Message, Recipient, Suppression
 
 pytestmark = [
@@ -249,6 +250,21 @@ def test_an_event_a_concurrent_request_recorded_first_is_skipped():
     assert [row.event_id for row in recorded] == ["fresh"] and recorded[0].pk
     assert Event.objects.count() == 2
     assert Suppression.objects.get().event.event_id == "raced"
+
+
+def test_the_events_a_concurrent_request_recorded_first_count_once():
+    """prepare() works the metrics out before the write; a skipped row must not count twice."""
+    late = events.prepare(
+        [sendgrid_tracking("raced", "complained"), sendgrid_tracking("fresh", "delivered")],
+        "SendGrid",
+    )
+    events.record(sendgrid_tracking("raced", "complained"), "SendGrid")  # the other request
+
+    with transaction.atomic():
+        late.write()
+
+    counted = {key.label: total for key, total, _ in sums(since=date.min) if key.name == EVENTS}
+    assert counted == {"complained": 1, "delivered": 1}
 
 
 def test_a_status_read_before_a_concurrent_request_raised_it_is_not_lowered():
@@ -778,3 +794,25 @@ def test_the_next_mail_to_a_hard_bounced_address_is_suppressed_without_a_provide
     assert second.status == Message.Status.SUPPRESSED
     assert second.recipients.get().status == Recipient.Status.SUPPRESSED
     assert mail.outbox == [first]
+
+
+def test_the_recorders_reads_load_only_what_linking_needs():
+    """event_queries reads rows with a cursor: the JSON payload decoded, other columns deferred."""
+    early = AnymailTrackingEvent(
+        event_type="opened",
+        event_id="e-early",
+        recipient=ANN,
+        message_id=SES_ID,
+        esp_event={"eventType": "Open", "mail": {"destination": [ANN]}},
+    )
+    events.record(early, "Amazon SES")  # before its message: unlinked
+    message = sent(MAILGUN_ID, BOB)
+
+    [row] = event_queries.recorded_or_unlinked_events("amazon_ses", ["e-early"], [SES_ID])
+    [recipient] = event_queries.recipients_sent_as([MAILGUN_ID])
+
+    assert (row.event_id, row.address, row.message_id) == ("e-early", ANN, None)
+    assert row.raw == {"eventType": "Open", "mail": {"destination": [ANN]}}
+    assert {"description", "metadata", "received_at"} <= row.get_deferred_fields()
+    assert (recipient.message_id, recipient.address, recipient.status) == (message.pk, BOB, "sent")
+    assert "updated_at" in recipient.get_deferred_fields()

@@ -213,3 +213,63 @@ def test_the_release_step_passes_a_complete_environment_and_honours_silenced_che
     assert clean.returncode == 0, clean.stderr
     assert refused.returncode != 0 and "transactional.W010" in refused.stderr
     assert silenced.returncode == 0, silenced.stderr
+
+
+REQUESTS = """
+import json, os
+os.environ["DJANGO_SETTINGS_MODULE"] = "settings.prod"
+import django
+django.setup()
+from django.db import connection
+from django.test import Client
+
+client = Client(HTTP_HOST="mail.acme-corp.com")
+after = []
+for _ in range(2):
+    assert client.get("/healthz").status_code == 200
+    after.append({
+        "open": connection.connection is not None,
+        "id": id(connection.connection),
+        "wal": os.path.exists(connection.settings_dict["NAME"] + "-wal"),
+        "pragmas": [
+            connection.cursor().execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "cache_size", "mmap_size")
+        ],
+    })
+print(json.dumps(after))
+"""
+
+
+def test_a_gunicorn_worker_keeps_its_sqlite_connection_between_requests(tmp_path):
+    """A connection per request cost single webhook posts over a quarter of their rate.
+
+    docs/webhooks.md, "Throughput"; scripts/bench_webhooks.py --conn-max-age 0 shows it.
+    """
+    result = run("-c", REQUESTS, environ=PRODUCTION, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(result.stdout.splitlines()[-1])  # after the log lines
+
+    assert first["open"] and second["open"]
+    assert first["id"] == second["id"]  # the same connection: no connect, no PRAGMAs again
+    # SQLite deletes the WAL file as the last connection closes, for the next one to create.
+    assert first["wal"] and second["wal"]
+    # WAL, synchronous=NORMAL (1), a 32 MiB page cache and a 256 MiB memory map.
+    assert first["pragmas"] == second["pragmas"] == ["wal", 1, -32768, 268435456]
+
+
+def test_postgresql_keeps_its_connection_settings(tmp_path):
+    dump = (
+        "import json, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'settings.prod'\n"
+        "from django.conf import settings\n"
+        "db = settings.DATABASES['default']\n"
+        "print(json.dumps([db['ENGINE'], db['CONN_MAX_AGE'], db.get('CONN_HEALTH_CHECKS')]))\n"
+    )
+    sqlite = run("-c", dump, environ=PRODUCTION, tmp_path=tmp_path)
+    postgres = run(
+        "-c", dump,
+        environ={**PRODUCTION, "DATABASE_URL": "postgres://app:secret@db.internal:5432/app"},
+        tmp_path=tmp_path,
+    )
+
+    assert json.loads(sqlite.stdout) == ["django.db.backends.sqlite3", 60, False]
+    assert json.loads(postgres.stdout) == ["django.db.backends.postgresql", 60, True]

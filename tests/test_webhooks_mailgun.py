@@ -318,6 +318,27 @@ def test_non_json_numbers_are_a_400(client, webhooks, tracking_events):
     assert_nothing_recorded(tracking_events)
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["NaN", "1e999", '"ann\\u0000"', '"ann\\ud800"'],
+    ids=["NaN", "a float too big", "a NUL", "a lone surrogate"],
+)
+def test_what_json_reads_and_the_database_refuses_is_a_400(client, webhooks, tracking_events, spelling):
+    signed = mailgun_signed(mailgun_event("delivered", extra={"user-variables": {"order": "ODD"}}))
+    body = json.dumps(signed).replace('"ODD"', spelling)
+
+    assert post_json(client, body).status_code == 400
+    assert_nothing_recorded(tracking_events)
+
+
+def test_a_surrogate_pair_is_recorded(client, webhooks):
+    signed = mailgun_signed(mailgun_event("delivered", extra={"user-variables": {"note": "EMOJI"}}))
+    body = json.dumps(signed).replace("EMOJI", "\\ud83d\\udce7")
+
+    assert post_json(client, body).status_code == 200
+    assert Event.objects.get().metadata == {"note": "\U0001f4e7"}
+
+
 # Legacy (form) webhooks: a user variable may repeat one of Mailgun's fields
 # ------------------------------------------------------------------------------
 

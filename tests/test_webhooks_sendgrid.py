@@ -3,6 +3,8 @@
 import base64
 import json
 import logging
+import sqlite3
+import threading
 
 import pytest
 from anymail.signals import EventType, tracking
@@ -315,6 +317,34 @@ def test_events_the_database_could_not_store_are_skipped_not_the_batch(client, w
     assert list(Event.objects.values_list("address", flat=True)) == ["ann@example.org"]
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    ["NaN", "Infinity", "-Infinity", "1e999", '"ann\\u0000"', '"ann\\udc00"'],
+    ids=["NaN", "Infinity", "-Infinity", "a float too big", "a NUL", "a lone low surrogate"],
+)
+def test_what_json_reads_and_the_database_refuses_is_skipped_in_a_clean_batch(client, webhooks, spelling):
+    """The body's text is scanned once for these; when it has one, every event is checked in full."""
+    events = [
+        sendgrid_event("open", extra={"unique_arg": "ODD"}),
+        sendgrid_event("hard_bounce", recipient="ann@example.org"),
+    ]
+    body = json.dumps(events).replace('"ODD"', spelling)
+
+    assert post_body(client, body).status_code == 200
+
+    assert list(Event.objects.values_list("address", flat=True)) == ["ann@example.org"]
+
+
+def test_a_surrogate_pair_is_recorded(client, webhooks):
+    """An escaped emoji sends the batch to the full check, which passes it."""
+    events = [sendgrid_event("open", recipient="ann@example.org", extra={"useragent": "EMOJI"})]
+    body = json.dumps(events).replace("EMOJI", "Mail \\ud83d\\udce7")
+
+    assert post_body(client, body).status_code == 200
+
+    assert Event.objects.get().raw["useragent"] == "Mail \U0001f4e7"
+
+
 def test_oversized_body_is_a_413(client, webhooks, settings, tracking_events):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 5000
 
@@ -428,3 +458,59 @@ def test_the_recorder_reads_before_the_post_takes_the_write_lock(client, webhook
     assert statements[:begin].count("SELECT") == 2  # recorded or unlinked events; recipients
     assert "SELECT" not in statements[begin : statements.index("INSERT")]
     assert Event.objects.filter(recipient__message=message).count() == len(batch)
+
+
+def hold_the_write_lock(seconds: float) -> threading.Thread:
+    """Take SQLite's write lock from another connection, as another worker's post does."""
+    other = sqlite3.connect(
+        connection.settings_dict["NAME"], isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+
+    def release():
+        threading.Event().wait(seconds)
+        other.rollback()
+        other.close()
+
+    holder = threading.Thread(target=release, daemon=True)
+    holder.start()
+    return holder
+
+
+def busy_timeout() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write lock: BEGIN IMMEDIATE")
+def test_a_post_waits_its_turn_for_the_write_lock(client, webhooks):
+    connection.ensure_connection()
+    holder = hold_the_write_lock(0.3)
+
+    response = post_webhook(client, "sendgrid", [sendgrid_event("delivered")])
+    holder.join()
+
+    assert response.status_code == 200
+    assert Event.objects.count() == 1
+    assert busy_timeout() == 20_000  # SQLite's own wait, for everything else, as configured
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write lock: BEGIN IMMEDIATE")
+def test_a_post_gives_up_on_the_write_lock_after_the_database_timeout(client, webhooks, monkeypatch):
+    """A 5xx, so the ESP retries; the wait is the database's timeout option, not SQLite's 20 s."""
+    connection.ensure_connection()  # SQLite's handler: the 20 s it was opened with
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    client.raise_request_exception = False
+    holder = hold_the_write_lock(1.5)
+
+    response = post_webhook(client, "sendgrid", [sendgrid_event("delivered")])
+    locked_until_now = holder.is_alive()
+    holder.join()
+
+    assert locked_until_now
+    assert response.status_code == 500
+    assert Event.objects.count() == 0
+    assert busy_timeout() == 200

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Generic, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections
+from django.db import DEFAULT_DB_ALIAS, NotSupportedError, connections, models
 from django.db.models import Model
 
 from . import db_limits
@@ -30,6 +30,8 @@ M = TypeVar("M", bound=Model)
 
 #: Fields a key may consist of: the database returns them as they went in.
 TEXT_FIELDS = ("CharField", "TextField")
+#: Fields whose str values go in as they are (not subclasses: those may convert).
+PLAIN_TEXT_FIELDS = (models.CharField, models.TextField)
 
 
 class PreparedInsert(Generic[M]):
@@ -53,47 +55,66 @@ class PreparedInsert(Generic[M]):
         self.key = [meta.get_field(name) for name in key]
         if any(field.get_internal_type() not in TEXT_FIELDS for field in self.key):
             raise ValueError(f"PreparedInsert keys on text fields only, not {list(key)}")
-        self.values = [
+        text = [type(field) in PLAIN_TEXT_FIELDS for field in self.fields]
+        values = [
             [
-                field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-                for field in self.fields
+                # A str in a plain text field is its own database value: skip
+                # the five calls that would return it unchanged, 18,000 times
+                # for a SendGrid batch of 1,000 events.
+                value
+                if plain and type(value := getattr(obj, field.attname)) is str
+                else field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+                for field, plain in zip(self.fields, text)
             ]
             for obj in self.objs
         ]
+        keys = [self._key(obj) for obj in self.objs]
+        self.by_key: dict[tuple, M] = {}
+        for key, obj in zip(keys, self.objs):
+            self.by_key.setdefault(key, obj)  # a repeat in the batch conflicts with the first
+        self.statements = self._statements(
+            connection,
+            # In key order: two transactions inserting some of the same rows
+            # wait for each other in the same order instead of deadlocking.
+            [row for _, row in sorted(zip(keys, values), key=itemgetter(0))],
+        )
 
-    def execute(self) -> list[M]:
-        """Insert the rows; return those inserted, with their primary key set, in order."""
-        if not self.objs:
-            return []
-        connection = connections[self.using]
+    def _statements(self, connection, rows: list[list]) -> list[tuple[str, list]]:
+        """Return the INSERT statements for ``rows``, as many as the parameter limit needs."""
         quote = connection.ops.quote_name
         columns = ", ".join(quote(field.column) for field in self.fields)
         returning = ", ".join(quote(field.column) for field in (self.pk, *self.key))
         placeholders = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
-        by_key: dict[tuple, M] = {}
-        for obj in self.objs:
-            by_key.setdefault(self._key(obj), obj)  # a repeat in the batch conflicts with the first
-        # In key order: two transactions inserting some of the same rows wait
-        # for each other in the same order instead of deadlocking.
-        ordered = [
-            row for _, row in sorted(zip(map(self._key, self.objs), self.values), key=itemgetter(0))
-        ]
         size = max(1, db_limits.max_params(connection) // len(self.fields))
+        return [
+            (
+                f"INSERT INTO {quote(self.table)} ({columns})"
+                f" VALUES {', '.join([placeholders] * len(chunk))}"
+                f" ON CONFLICT DO NOTHING RETURNING {returning}",
+                [value for row in chunk for value in row],
+            )
+            for chunk in (rows[start : start + size] for start in range(0, len(rows), size))
+        ]
+
+    def execute(self) -> list[M]:
+        """Insert the rows; return those inserted, with their primary key set, in order.
+
+        Only the statements run here: everything else was done when the
+        insert was made, outside the caller's transaction.
+        """
+        if not self.objs:
+            return []
         inserted = []
-        with connection.cursor() as cursor:
-            for start in range(0, len(ordered), size):
-                rows = ordered[start : start + size]
-                cursor.execute(
-                    f"INSERT INTO {quote(self.table)} ({columns})"
-                    f" VALUES {', '.join([placeholders] * len(rows))}"
-                    f" ON CONFLICT DO NOTHING RETURNING {returning}",
-                    [value for row in rows for value in row],
-                )
+        with connections[self.using].cursor() as cursor:
+            for sql, params in self.statements:
+                cursor.execute(sql, params)
                 for pk, *key in cursor.fetchall():
-                    obj = by_key[tuple(key)]
+                    obj = self.by_key[tuple(key)]
                     obj.pk = pk
                     obj._state.adding, obj._state.db = False, self.using
                     inserted.append(obj)
+        if len(inserted) == len(self.objs):
+            return list(self.objs)
         position = {id(obj): n for n, obj in enumerate(self.objs)}
         return sorted(inserted, key=lambda obj: position[id(obj)])
 

@@ -7,6 +7,6 @@ this package imports no more than the counters, so the delivery and webhook
 code can use it without a cycle.
 """
 
-from .counters import count_events, count_messages, count_sent, increment
+from .counters import count_events, count_messages, count_sent, event_counts, increment
 
-__all__ = ["count_events", "count_messages", "count_sent", "increment"]
+__all__ = ["count_events", "count_messages", "count_sent", "event_counts", "increment"]

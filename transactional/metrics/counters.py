@@ -136,6 +136,15 @@ def count_sent(message_ids: Collection[int]) -> None:
 
 def count_events(rows: Iterable[Event]) -> None:
     """Count newly recorded ESP events: by type, by lag, and the hard bounces and complaints."""
+    increment(event_counts(rows))
+
+
+def event_counts(rows: Iterable[Event]) -> Counter[Key]:
+    """Return what ``count_events()`` adds for ``rows``, without writing it.
+
+    The webhook recorder works it out before its transaction opens (on
+    SQLite, before it takes the database's write lock).
+    """
     counts: Counter[Key] = Counter()
     for row in rows:
         counts[Key(EVENTS, esp=row.esp, label=row.event_type)] += 1
@@ -148,7 +157,7 @@ def count_events(rows: Iterable[Event]) -> None:
             counter = VERDICT_COUNTERS.get(stats._verdict(row.esp, row.event_type, row.raw))
             if counter:
                 counts[Key(counter, esp=row.esp)] += 1
-    increment(counts)
+    return counts
 
 
 def lag_bucket(seconds: float) -> str:

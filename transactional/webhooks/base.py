@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from datetime import datetime
 from typing import Any
 
@@ -35,11 +37,12 @@ from django.core.exceptions import (
     RequestDataTooBig,
     SuspiciousOperation,
 )
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 
 from .. import esps, events
+from ..event_queries import write_transaction
 from ..models import normalize_address
 
 logger = logging.getLogger("transactional.webhooks")
@@ -60,6 +63,9 @@ PARSE_ERRORS = (
 
 #: Deepest nesting of lists and objects accepted in an event (ESPs send under 10).
 MAX_DEPTH = 64
+
+#: A ``\\u`` escape of a UTF-16 surrogate (D800-DFFF), lone or in a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 # Event fields our recorder keys on, and the longest value the Event table takes.
 _IDENTITY_FIELDS = {"event_id": 255, "message_id": 255, "recipient": 320}
@@ -84,6 +90,8 @@ class HardenedTrackingMixin:
 
     #: What to check when anymail cannot set the view up (named in the log).
     key_settings = "the ANYMAIL settings"
+    #: Whether the post's body was read with ``read_json()`` and found plain.
+    plain_body = False
 
     def __init__(self, **kwargs: Any) -> None:
         self.parsed_events: list[AnymailTrackingEvent] = []
@@ -143,7 +151,7 @@ class HardenedTrackingMixin:
         block ends, still inside the transaction, from the ``recording``
         made before it opened (without one, it reads inside).
         """
-        with transaction.atomic(), events.batch(recording):
+        with write_transaction(), events.batch(recording):
             for event in self.parsed_events:
                 self.signal.send(sender=type(self), event=event, esp_name=self.esp_name)
 
@@ -169,9 +177,9 @@ class HardenedTrackingMixin:
     def parse_tracking_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
         """Return anymail's events for the post; raise Malformed if it cannot parse them."""
         try:
-            parsed = super().parse_events(request)
+            parsed = self.anymail_events(request)
             for event in parsed:
-                check_event(event)
+                check_event(event, plain=self.plain_body)
         except AnymailWebhookValidationFailure:
             raise  # anymail's own refusal, with its explanation
         except AnymailConfigurationError as err:
@@ -185,13 +193,47 @@ class HardenedTrackingMixin:
             raise Malformed(f"unreadable payload ({type(err).__name__})") from err
         return parsed
 
+    def anymail_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
+        """Return what anymail's ``parse_events()`` makes of the post."""
+        return super().parse_events(request)
 
-def check_event(event: AnymailTrackingEvent) -> None:
+
+def read_json(body: bytes) -> tuple[Any, bool]:
+    """Parse a JSON body; also return whether its text is plain.
+
+    Plain text spells none of what ``check_event()`` otherwise looks for by
+    writing each event out again: NaN or Infinity (or a number too big for a
+    float), a NUL character or a lone UTF-16 surrogate. In a UTF-8 body
+    that JSON reads, the last two can only be ``\\u`` escapes. A false alarm
+    (a valid surrogate pair, an escaped backslash before ``u0000``) only
+    means the slower check.
+    """
+    text = body.decode("utf-8")
+    unusual: list[str] = []
+
+    def constant(name: str) -> float:
+        unusual.append(name)
+        return float(name)  # what json itself makes of NaN and Infinity
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            unusual.append(literal)
+        return value
+
+    value = json.loads(text, parse_constant=constant, parse_float=number)
+    plain = not unusual and "\\u0000" not in text and not _SURROGATE_ESCAPE.search(text)
+    return value, plain
+
+
+def check_event(event: AnymailTrackingEvent, *, plain: bool = False) -> None:
     """Raise TypeError/ValueError unless the event can be stored.
 
     Only what the recorder keys on must be right. Other fields of an odd
     type (metadata that is not an object, numbers as tags) are stored as well
     as they can be (events._build) rather than losing, say, a hard bounce.
+    ``plain``: the event was parsed from a body ``read_json()`` found plain
+    (anymail's esp_event, metadata and tags are parts of it).
     """
     for name, max_length in _IDENTITY_FIELDS.items():
         value = getattr(event, name)
@@ -216,6 +258,8 @@ def check_event(event: AnymailTrackingEvent) -> None:
     payload = [esps.plain(event.esp_event), event.metadata, event.tags]
     if _depth(payload) > MAX_DEPTH:
         raise ValueError(f"payload nested more than {MAX_DEPTH} levels deep")
+    if plain:
+        return
     text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
     if "\\u0000" in text:
         raise ValueError("payload holds NUL characters")
@@ -224,15 +268,20 @@ def check_event(event: AnymailTrackingEvent) -> None:
 
 def _depth(value: object) -> int:
     """Return how deep lists and objects nest in ``value`` (without recursing)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            value = list(value.values())
-        if isinstance(value, list | tuple):
-            deepest = max(deepest, depth)
-            stack.extend((item, depth + 1) for item in value)
-    return deepest
+    depth, level = 0, [value] if isinstance(value, _CONTAINERS) else []
+    while level:
+        depth += 1
+        level = [
+            item
+            for container in level
+            for item in (container.values() if isinstance(container, dict) else container)
+            if isinstance(item, _CONTAINERS)
+        ]
+    return depth
+
+
+#: What ``_depth()`` looks into (a tuple: isinstance is slower with ``dict | list``).
+_CONTAINERS = (dict, list, tuple)
 
 
 def _text(body: str, *, status: int) -> HttpResponse:

@@ -9,7 +9,6 @@ with nothing but malformed events gets a 400.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
@@ -17,7 +16,14 @@ from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.http import HttpRequest
 
-from .base import PARSE_ERRORS, HardenedTrackingMixin, Malformed, check_event, logger
+from .base import (
+    PARSE_ERRORS,
+    HardenedTrackingMixin,
+    Malformed,
+    check_event,
+    logger,
+    read_json,
+)
 
 
 class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
@@ -36,7 +42,7 @@ class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
 
     def parse_tracking_events(self, request: HttpRequest) -> list[AnymailTrackingEvent]:
         try:
-            batch = json.loads(request.body.decode("utf-8"))
+            batch, self.plain_body = read_json(request.body)
         except (ValueError, RecursionError) as err:  # ValueError includes UnicodeDecodeError
             raise Malformed("body is not JSON") from err
         if not isinstance(batch, list):
@@ -62,5 +68,5 @@ class SendGridTrackingView(HardenedTrackingMixin, SendGridTrackingWebhookView):
         if not isinstance(esp_event, dict) or not isinstance(esp_event.get("event"), str):
             raise TypeError("not an event object")
         event = self.esp_to_anymail_event(esp_event)
-        check_event(event)
+        check_event(event, plain=self.plain_body)
         return event
