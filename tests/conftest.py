@@ -18,6 +18,21 @@ def outbox(settings):
 
 
 @pytest.fixture
+def deliver(django_capture_on_commit_callbacks):
+    """Run a delivery run as the worker does, its commit hooks (signals, notices) included.
+
+    ``deliver(limit=10)`` passes on to ``deliver_due()``; returns what it does.
+    """
+    from transactional.delivery import deliver_due
+
+    def run(**kwargs) -> int:
+        with django_capture_on_commit_callbacks(execute=True):
+            return deliver_due(**kwargs)
+
+    return run
+
+
+@pytest.fixture
 def mail_settings(settings):
     """Apply a provider's settings as ``settings.prod`` would build them.
 

@@ -50,15 +50,6 @@ def two_providers(mail_settings, outbox, settings, rsps):
     return rsps
 
 
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run() -> int:
-        with django_capture_on_commit_callbacks(execute=True):
-            return deliver_due()
-
-    return run
-
-
 def send(n: int = 1) -> None:
     for i in range(n):
         send_mail(f"Receipt {i}", "Paid", "shop@acme-mail.com", [f"ann{i}@example.org"])

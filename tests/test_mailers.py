@@ -8,7 +8,6 @@ from django.core import mail
 from settings.env import Env
 from settings.providers import email_settings
 from transactional import mailers
-from transactional.delivery import deliver_due
 from transactional.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -19,15 +18,6 @@ only_on_mailers = pytest.mark.skipif(not mailers.HAS_MAILERS, reason="MAILERS is
 @pytest.fixture(autouse=True)
 def streams(settings):
     settings.TRANSACTIONAL_STREAMS = ["newsletter"]
-
-
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run() -> int:
-        with django_capture_on_commit_callbacks(execute=True):
-            return deliver_due()
-
-    return run
 
 
 @pytest.fixture

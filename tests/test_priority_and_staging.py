@@ -4,7 +4,7 @@ import pytest
 from django.core import mail
 from django.core.mail import EmailMessage, send_mail
 
-from transactional.delivery import claim, deliver_due
+from transactional.delivery import claim
 from transactional.models import Message, Recipient
 from transactional.templated import send_templated
 
@@ -12,12 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def deliver(outbox, django_capture_on_commit_callbacks):
-    def run(**kwargs) -> int:
-        with django_capture_on_commit_callbacks(execute=True):
-            return deliver_due(**kwargs)
-
-    return run
+def deliver(outbox, deliver):
+    """conftest's deliver, through the outbox."""
+    return deliver
 
 
 def notice(i: int, priority: str | None = None) -> EmailMessage:

@@ -24,18 +24,6 @@ INVALID_TO = {"message": "'to' parameter is not a valid address. please check do
 
 
 @pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    """Run a delivery run as the worker does, commit hooks (admin notices) included."""
-    from transactional.delivery import deliver_due
-
-    def run() -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            deliver_due()
-
-    return run
-
-
-@pytest.fixture
 def mailgun(mail_settings, outbox, settings):
     """Deliver through anymail's Mailgun backend, its HTTP API mocked by `responses`."""
     mail_settings("mailgun", MAILGUN_API_KEY="key-test", MAILGUN_SENDER_DOMAIN="mg.acme-mail.com")

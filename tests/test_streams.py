@@ -7,7 +7,6 @@ from django.core.mail import EmailMessage
 
 from transactional import unsubscribe
 from transactional.conf import streams
-from transactional.delivery import deliver_due
 from transactional.erasure import forget
 from transactional.models import Message, Recipient, Suppression
 from transactional.suppression import suppress, suppressed_among, unsuppress
@@ -22,12 +21,9 @@ def configured(settings):
 
 
 @pytest.fixture
-def deliver(outbox, django_capture_on_commit_callbacks):
-    def run() -> int:
-        with django_capture_on_commit_callbacks(execute=True):
-            return deliver_due()
-
-    return run
+def deliver(outbox, deliver):
+    """conftest's deliver, through the outbox."""
+    return deliver
 
 
 def on(stream: str | None, to: str = "ann@example.org", subject: str = "Hello") -> EmailMessage:

@@ -38,7 +38,6 @@ from tests.esp import (
 # The real SMTP server of the SMTP delivery tests (aiosmtpd on 127.0.0.1).
 from tests.test_delivery_smtp import received, smtp_server  # noqa: F401
 from transactional import unsubscribe
-from transactional.delivery import deliver_due
 from transactional.models import Message, Suppression
 from transactional.suppression import suppress
 from transactional.testing.webhooks import basic_auth, mailgun_signed
@@ -58,15 +57,6 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 @pytest.fixture(autouse=True)
 def configured(settings):
     settings.TRANSACTIONAL_STREAMS = ["notifications", "newsletter"]
-
-
-@pytest.fixture
-def deliver(django_capture_on_commit_callbacks):
-    def run() -> int:
-        with django_capture_on_commit_callbacks(execute=True):
-            return deliver_due()
-
-    return run
 
 
 @pytest.fixture

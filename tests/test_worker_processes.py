@@ -49,6 +49,18 @@ def manage(*args: str, environ: dict[str, str], timeout: float = 120) -> str:
     return result.stdout
 
 
+def migrate(env: dict[str, str], *, queued: int = 0) -> None:
+    """Migrate the database of ``env``, then queue ``queued`` messages through the outbox."""
+    manage("migrate", "--no-input", "-v0", environ=env)
+    if queued:
+        manage("shell", "-c", ENQUEUE.format(n=queued), environ=env)
+
+
+def report(env: dict[str, str]) -> dict:
+    """Return the messages' statuses, how many were sent and how many attempts were made."""
+    return json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
+
+
 def environment(database_url: str, esp_url: str, **extra: str) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"],
@@ -104,29 +116,25 @@ def test_two_worker_processes_deliver_each_message_exactly_once(database, reques
     database_url = request.getfixturevalue(database)
     with running_fake_mailgun(latency=0.005, api_key="key-test") as esp:
         env = environment(database_url, esp.base_url, TRANSACTIONAL_BATCH_SIZE="25")
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=500), environ=env)
+        migrate(env, queued=500)
 
         run_workers(DB_WORKER, 2, env)
 
         assert esp.count == 500
         assert esp.duplicates() == {}
-        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
-    assert report == {"statuses": ["sent"], "sent": 500, "attempts": 500}
+    assert report(env) == {"statuses": ["sent"], "sent": 500, "attempts": 500}
 
 
 def test_an_rq_worker_delivers_through_redis(sqlite_url, test_redis):
     with running_fake_mailgun(api_key="key-test") as esp:
         env = environment(sqlite_url, esp.base_url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL)
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=1), environ=env)
+        migrate(env, queued=1)
         assert esp.count == 0  # stored and queued in Redis, not sent yet
 
         manage(*RQ_WORKER[2:], environ=env)
 
         assert [m.subject for m in esp.messages] == ["Order 0"]
-        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
-    assert report == {"statuses": ["sent"], "sent": 1, "attempts": 1}
+    assert report(env) == {"statuses": ["sent"], "sent": 1, "attempts": 1}
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -177,17 +185,15 @@ def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, reque
     database_url = request.getfixturevalue(database)
     with fake_mailgun_process(tmp_path) as (url, record):
         env = environment(database_url, url, TRANSACTIONAL_RATE_LIMITS="mailgun=20/s")
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=90), environ=env)
+        migrate(env, queued=90)
 
         run_workers(DB_WORKER, 2, env)
 
         received = arrivals(record)
-        report = json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
     assert len(received) == 90
     assert len({r["message_id"] for r in received}) == 90  # each once
     assert most_in_one_second([r["time"] for r in received]) <= 20
-    assert report == {"statuses": ["sent"], "sent": 90, "attempts": 90}
+    assert report(env) == {"statuses": ["sent"], "sent": 90, "attempts": 90}
 
 
 def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redis, tmp_path):
@@ -203,8 +209,7 @@ def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redi
             database = f"{sqlite_url}-{run}"
             env = environment(database, url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
                               TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
-            manage("migrate", "--no-input", "-v0", environ=env)
-            manage("shell", "-c", ENQUEUE.format(n=60), environ=env)
+            migrate(env, queued=60)
 
             run_workers(RQ_WORKER, 2, env)
 

@@ -12,7 +12,16 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.test_worker import DB_TASKS
-from tests.test_worker_processes import ENQUEUE, REPORT, ROOT, environment, manage, postgres_url, sqlite_url
+from tests.test_worker_processes import (
+    ENQUEUE,
+    ROOT,
+    environment,
+    manage,
+    migrate,
+    postgres_url,
+    report,
+    sqlite_url,
+)
 from transactional.management.commands.delivery_worker import processes_count
 from transactional.testing.fake_mailgun import running_fake_mailgun
 
@@ -41,18 +50,13 @@ def wait_for(condition, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def report(env) -> dict:
-    return json.loads(manage("shell", "-c", REPORT, environ=env).strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
 def test_two_processes_share_the_queue_and_deliver_each_message_once(database, request):
     database_url = request.getfixturevalue(database)
     with running_fake_mailgun(latency=0.005, api_key="key-test") as esp:
         env = environment(database_url, esp.base_url, TRANSACTIONAL_BATCH_SIZE="25")
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=300), environ=env)
+        migrate(env, queued=300)
 
         result = subprocess.run([*WORKER, "--batch", "--processes", "2"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=180)
@@ -70,7 +74,7 @@ def test_two_processes_share_the_queue_and_deliver_each_message_once(database, r
 def test_a_dead_process_is_replaced_and_sigterm_stops_them_all(sqlite_url):
     with running_fake_mailgun(api_key="key-test") as esp:
         env = environment(sqlite_url, esp.base_url)
-        manage("migrate", "--no-input", "-v0", environ=env)
+        migrate(env)
         parent = subprocess.Popen([*WORKER, "--processes", "2"], cwd=ROOT, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -100,8 +104,7 @@ def test_a_signal_to_the_whole_group_stops_each_process_once_and_gracefully(sqli
     """systemd, Heroku and a terminal's Ctrl+C signal every process at once."""
     with running_fake_mailgun(latency=0.05, api_key="key-test") as esp:
         env = environment(sqlite_url, esp.base_url, TRANSACTIONAL_BATCH_SIZE="10")
-        manage("migrate", "--no-input", "-v0", environ=env)
-        manage("shell", "-c", ENQUEUE.format(n=400), environ=env)
+        migrate(env, queued=400)
         parent = subprocess.Popen([*WORKER, "--processes", "2"], cwd=ROOT, env=env, start_new_session=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -125,7 +128,7 @@ def test_a_signal_to_the_whole_group_stops_each_process_once_and_gracefully(sqli
 @pytest.mark.slow
 def test_processes_stop_when_their_parent_is_killed(sqlite_url):
     env = environment(sqlite_url, "http://127.0.0.1:9/v3")
-    manage("migrate", "--no-input", "-v0", environ=env)
+    migrate(env)
     parent = subprocess.Popen([*WORKER, "--processes", "2"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pids = wait_for(lambda: len(children(parent.pid)) == 2 and children(parent.pid), what="workers")
