@@ -627,6 +627,16 @@ def run_latency(latency: float, args, workdir: Path, templates: dict[str, Path],
         esp.stop()
 
 
+def outbox_settings(args) -> str:
+    """Return a settings module: --settings with --concurrency and --batch-size applied."""
+    lines = [f"from {args.settings} import *  # noqa: F403"]
+    if args.concurrency is not None:
+        lines.append(f"TRANSACTIONAL_CONCURRENCY = {args.concurrency}")
+    if args.batch_size is not None:
+        lines.append(f"TRANSACTIONAL_BATCH_SIZE = {args.batch_size}")
+    return "\n".join(lines) + "\n"
+
+
 def write_overlay(workdir: Path, args) -> Path:
     """Write the settings modules: --settings with the overrides, and post_office's.
 
@@ -638,12 +648,7 @@ def write_overlay(workdir: Path, args) -> Path:
     """
     overlay = workdir / "overlay"
     overlay.mkdir()
-    lines = [f"from {args.settings} import *  # noqa: F403"]
-    if args.concurrency is not None:
-        lines.append(f"TRANSACTIONAL_CONCURRENCY = {args.concurrency}")
-    if args.batch_size is not None:
-        lines.append(f"TRANSACTIONAL_BATCH_SIZE = {args.batch_size}")
-    (overlay / f"{OUTBOX_SETTINGS}.py").write_text("\n".join(lines) + "\n")
+    (overlay / f"{OUTBOX_SETTINGS}.py").write_text(outbox_settings(args))
     (overlay / f"{POST_OFFICE_SETTINGS}.py").write_text("\n".join([
         f"from {args.settings} import *  # noqa: F403",
         'INSTALLED_APPS = [*INSTALLED_APPS, "post_office"]  # noqa: F405',

@@ -416,12 +416,7 @@ def write_overlay(workdir: Path, args) -> Path | None:
         return None
     overlay = workdir / "overlay"
     overlay.mkdir()
-    lines = [f"from {args.settings} import *  # noqa: F403"]
-    if args.concurrency is not None:
-        lines.append(f"TRANSACTIONAL_CONCURRENCY = {args.concurrency}")
-    if args.batch_size is not None:
-        lines.append(f"TRANSACTIONAL_BATCH_SIZE = {args.batch_size}")
-    (overlay / f"{OVERLAY_SETTINGS}.py").write_text("\n".join(lines) + "\n")
+    (overlay / f"{OVERLAY_SETTINGS}.py").write_text(bench_delivery.outbox_settings(args))
     return overlay
 
 
