@@ -5,8 +5,10 @@ from datetime import timedelta
 from functools import partial
 
 import pytest
-from django.core.management import call_command
+from django.core import checks
 from django.core.mail import send_mail
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -261,3 +263,30 @@ def test_finished_calls_wait_for_a_full_group_and_the_rest_is_recorded_at_the_en
     assert unrecorded.sent == 3
     assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
     assert set(Attempt.objects.values_list("outcome", flat=True)) == {"sent"}
+
+
+@pytest.fixture
+def failing_check():
+    """Register a system check with the given tag that always reports an error."""
+    registered = []
+
+    def register(tag: str) -> None:
+        def check(app_configs, **kwargs):
+            return [checks.Error(f"broken {tag}", id=f"tests.E{len(registered)}")]
+
+        checks.register(check, tag)
+        registered.append(check)
+
+    yield register
+    for check in registered:
+        checks.registry.registry.registered_checks.discard(check)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_runs_the_system_checks_but_not_the_url_ones(db_tasks, failing_check):
+    failing_check(checks.Tags.urls)
+    db_tasks(skip_checks=False)  # a broken URL check does not stop a worker
+
+    failing_check(checks.Tags.models)
+    with pytest.raises(SystemCheckError, match="broken models"):
+        db_tasks(skip_checks=False)

@@ -29,11 +29,7 @@ from django.http import HttpRequest
 from ..conf import get_setting
 from . import sns
 from .base import HardenedTrackingMixin, Malformed, Unavailable, logger
-
-
-def allowed_topic_arns() -> list[str]:
-    """Return the SNS topics allowed to post (``TRANSACTIONAL_SNS_TOPIC_ARNS``)."""
-    return list(get_setting("SNS_TOPIC_ARNS"))
+from .sns import allowed_topic_arns
 
 
 class AmazonSESTrackingView(HardenedTrackingMixin, AmazonSESTrackingWebhookView):

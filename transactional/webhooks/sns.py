@@ -22,6 +22,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..conf import get_setting
+
 #: Seconds a certificate download may take. SNS waits 15 s for our answer.
 CERT_TIMEOUT_SECONDS = 5.0
 
@@ -40,6 +42,11 @@ HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 _MAX_CACHED_CERTIFICATES = 32
 _certificates: dict[str, rsa.RSAPublicKey] = {}
 _certificates_lock = threading.Lock()
+
+
+def allowed_topic_arns() -> list[str]:
+    """Return the SNS topics allowed to post (``TRANSACTIONAL_SNS_TOPIC_ARNS``)."""
+    return list(get_setting("SNS_TOPIC_ARNS"))
 
 
 class SignatureError(ValueError):

@@ -14,6 +14,8 @@ import signal
 import sys
 from argparse import ArgumentTypeError
 
+from django.core.checks import Tags
+from django.core.checks.registry import registry
 from django.core.management.base import CommandError
 from django_tasks_db.management.commands.db_worker import Command as DBWorkerCommand
 from django_tasks_db.management.commands.db_worker import Worker
@@ -47,6 +49,14 @@ class Command(DBWorkerCommand):
             help="Worker processes to fork, each running the worker loop (a number, or 'auto' "
             "for one per CPU; default 1). One process uses one core at most.",
         )
+
+    def check(self, *args, tags=None, **kwargs) -> None:
+        # A worker serves no URLs, and checking them imports every view,
+        # boto3 with the SES webhook's: a tenth of a second or more of each
+        # start-up. The web process and the release step check them.
+        if tags is None:
+            tags = sorted(registry.tags_available() - {Tags.urls})
+        super().check(*args, tags=tags, **kwargs)
 
     def handle(self, *args, processes: int, **options):
         if processes > 1 and options["reload"]:
