@@ -1,4 +1,5 @@
-"""PreparedInsert (transactional/bulk_insert.py): values converted ahead, duplicates skipped."""
+"""transactional/bulk_insert.py: PreparedInsert (values converted ahead, duplicates
+skipped) and insert() (the outbox's plain insert)."""
 
 import sqlite3
 from collections.abc import Iterator
@@ -6,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core import checks
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from transactional import db_limits
-from transactional.bulk_insert import PreparedInsert
-from transactional.models import Event
+from transactional.bulk_insert import PreparedInsert, insert
+from transactional.models import Event, Message, Recipient
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +110,51 @@ def test_keys_must_be_text():
 def test_nothing_to_insert_runs_no_query():
     with CaptureQueriesContext(connection) as queries:
         assert PreparedInsert([], key=KEY).execute() == []
+    assert not queries
+
+
+def test_insert_stores_the_rows_as_save_would_and_sets_their_keys():
+    message = Message(
+        from_email="Acme <shop@acme.test>", subject="Receipt", message_id="<1@acme.test>",
+        payload={"body": "Paid", "headers": {"X-Order": "7"}}, size=120, next_attempt_at=WHEN,
+    )
+    insert([message])
+    recipients = [Recipient(message=message, address=f"{name}@example.org", kind="to") for name in "abc"]
+    insert(recipients)
+
+    assert message.pk is not None and not message._state.adding
+    stored = Message.objects.get(pk=message.pk)
+    assert (stored.payload, stored.next_attempt_at, stored.status) == (message.payload, WHEN, "queued")
+    assert stored.updated_at is not None  # auto_now, as save() sets it
+    assert [(r.pk, r.address) for r in recipients] == list(
+        message.recipients.order_by("pk").values_list("pk", "address")
+    )
+
+
+@pytest.mark.usefixtures("two_rows_per_statement")
+def test_insert_splits_rows_over_the_parameter_limit_and_keeps_their_keys_in_order():
+    rows = [event(f"e{n}") for n in range(5)]
+
+    with CaptureQueriesContext(connection) as queries:
+        insert(rows)
+
+    assert len([q for q in queries if q["sql"].startswith("INSERT")]) == 3
+    assert [(row.pk, row.event_id) for row in rows] == list(
+        Event.objects.order_by("pk").values_list("pk", "event_id")
+    )
+
+
+def test_insert_raises_integrity_error_on_a_duplicate_as_save_would():
+    event("e1").save()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert([event("e1")])
+    assert Event.objects.count() == 1  # the connection is still usable
+
+
+def test_insert_of_nothing_runs_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        insert([])
     assert not queries
 
 

@@ -11,6 +11,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection, send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from transactional import outbox as outbox_module
 from transactional.exceptions import MessageTooLarge, ProviderConfigurationError
 from transactional.models import Message, Recipient, Suppression
 
@@ -208,6 +209,31 @@ def test_idempotency_key_sends_once_within_the_window(transactional_outbox, sett
     assert send() == 1
     assert len(transactional_outbox.deliver()) == 2
     assert Message.objects.filter(idempotency_key="order-7-receipt").count() == 1
+
+
+def test_an_idempotency_key_accepted_concurrently_is_not_stored_twice(outbox, monkeypatch, caplog):
+    def send() -> int:
+        email = mail.EmailMessage("Receipt #7", "Paid", "shop@acme.test", ["ann@example.org"])
+        email.idempotency_key = "order-7-receipt"
+        return email.send()
+
+    checked = outbox_module._seen_recently
+
+    def another_process_commits_the_same_key_after_the_check(key: str) -> bool:
+        seen = checked(key)
+        Message.objects.create(
+            subject="Receipt #7", from_email="shop@acme.test", message_id="<other@acme.test>",
+            idempotency_key=key, next_attempt_at=timezone.now(),
+        )
+        return seen
+
+    monkeypatch.setattr(outbox_module, "_seen_recently", another_process_commits_the_same_key_after_the_check)
+    with caplog.at_level(logging.INFO, logger="transactional.outbox"):
+        assert send() == 1  # accepted: the other process stored it
+
+    assert list(Message.objects.values_list("message_id", flat=True)) == ["<other@acme.test>"]
+    assert not Recipient.objects.exists()
+    assert "accepted concurrently" in caplog.text
 
 
 def test_a_message_over_the_size_limit_is_refused_at_send_time(outbox, settings):

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import metrics, signals, tasks, unsubscribe
+from .bulk_insert import insert
 from .conf import get_setting, streams
 from .exceptions import MessageTooLarge
 from .models import DEFAULT_STREAM, Message, Recipient, normalize_address
@@ -113,17 +114,17 @@ def _store(email: EmailMessage, queued: list | None = None) -> bool:
     if key:
         try:
             with transaction.atomic():
-                message.save()
+                insert([message])
         except IntegrityError:
             if not Message.objects.filter(idempotency_key=key).exists():
                 raise
             logger.info("Not sending again: idempotency key %r was accepted concurrently", key)
             return True
     else:
-        message.save()
+        insert([message])
     for recipient in recipients:
         recipient.message = message
-    Recipient.objects.bulk_create(recipients)
+    insert(recipients)
     metrics.count_messages(message.status, stream=stream)  # "queued", or "suppressed" when everyone is
     if everyone_suppressed:
         logger.info("Message %s not sent: every recipient is suppressed", message.pk)
