@@ -180,35 +180,65 @@ def arrivals(record: Path) -> list[dict]:
     return [json.loads(line) for line in record.read_text().splitlines()]
 
 
+def busiest_seconds(run, *, limit: int, runs: int = 3) -> list[int]:
+    """Call ``run(n)`` (it returns arrival times) until a run keeps to ``limit`` in every second.
+
+    At most ``runs`` times; returns each run's busiest second. On a 2-core
+    machine (CI's), a stall of the whole machine between a sender's slot
+    check and its socket write can put a request more than the 3% margin
+    late, into the next call's second (measured there: 4 runs in 38 saw 21
+    in one second). A broken shared clock exceeds the limit in every run
+    (two workers: about twice the rate), a stall only now and then, so a
+    run over the limit is repeated.
+    """
+    busiest = []
+    for n in range(runs):
+        busiest.append(most_in_one_second(run(n)))
+        if busiest[-1] <= limit:
+            break
+    return busiest
+
+
+def test_busiest_seconds_repeats_a_run_over_the_limit_only():
+    bunched, spaced = [0.0, 0.1, 0.2], [0.0, 0.6, 1.2]
+    runs = iter([bunched, spaced, bunched])
+    assert busiest_seconds(lambda n: next(runs), limit=2) == [3, 2]
+    assert busiest_seconds(lambda n: bunched, limit=2) == [3, 3, 3]
+
+
 @pytest.mark.parametrize("database", ["sqlite_url", "postgres_url"])
 def test_two_worker_processes_never_exceed_the_shared_rate_limit(database, request, tmp_path):
     database_url = request.getfixturevalue(database)
-    with fake_mailgun_process(tmp_path) as (url, record):
-        env = environment(database_url, url, TRANSACTIONAL_RATE_LIMITS="mailgun=20/s")
-        migrate(env, queued=90)
 
-        run_workers(DB_WORKER, 2, env)
+    def run(n: int) -> list[float]:
+        with fake_mailgun_process(tmp_path / f"run{n}") as (url, record):
+            env = environment(database_url, url, TRANSACTIONAL_RATE_LIMITS="mailgun=20/s")
+            migrate(env, queued=90)
 
-        received = arrivals(record)
-    assert len(received) == 90
-    assert len({r["message_id"] for r in received}) == 90  # each once
-    assert most_in_one_second([r["time"] for r in received]) <= 20
-    assert report(env) == {"statuses": ["sent"], "sent": 90, "attempts": 90}
+            run_workers(DB_WORKER, 2, env)
+
+            received = arrivals(record)
+        assert len(received) == 90
+        assert len({r["message_id"] for r in received}) == 90  # each once
+        return [r["time"] for r in received]
+
+    busiest = busiest_seconds(run, limit=20)
+    assert busiest[-1] <= 20, f"most requests in one second, per run: {busiest}"
+    sent = 90 * len(busiest)
+    assert report(environment(database_url, "http://127.0.0.1:9")) == {
+        "statuses": ["sent"], "sent": sent, "attempts": sent,
+    }
 
 
 def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redis, tmp_path):
-    # Timing on a 2-core machine: RQ forks a work horse per job, and a stall of
-    # the whole machine between a sender's slot check and its socket write can
-    # put a request late. A broken shared clock exceeds the limit every time
-    # (two workers: about twice the rate); a stall only now and then. So one
-    # outlier run is repeated once, and both figures are reported.
-    busiest = []
-    for run in range(2):
+    # RQ forks a work horse per job: more for a stall to hit (busiest_seconds).
+    def run(n: int) -> list[float]:
         test_redis.flushdb()
-        with fake_mailgun_process(tmp_path / f"run{run}") as (url, record):
-            database = f"{sqlite_url}-{run}"
-            env = environment(database, url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
-                              TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10")
+        with fake_mailgun_process(tmp_path / f"run{n}") as (url, record):
+            env = environment(
+                f"{sqlite_url}-{n}", url, TASKS_BACKEND="rq", REDIS_URL=TEST_REDIS_URL,
+                TRANSACTIONAL_RATE_LIMITS="mailgun=20/s", TRANSACTIONAL_BATCH_SIZE="10",
+            )
             migrate(env, queued=60)
 
             run_workers(RQ_WORKER, 2, env)
@@ -217,7 +247,7 @@ def test_two_rq_workers_share_the_rate_limit_through_redis(sqlite_url, test_redi
         assert len(received) == 60
         assert len({r["message_id"] for r in received}) == 60
         assert test_redis.exists("transactional:rate:mailgun")  # the clock lived in Redis
-        busiest.append(most_in_one_second([r["time"] for r in received]))
-        if busiest[-1] <= 20:
-            break
+        return [r["time"] for r in received]
+
+    busiest = busiest_seconds(run, limit=20)
     assert busiest[-1] <= 20, f"most requests in one second, per run: {busiest}"
