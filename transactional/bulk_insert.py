@@ -64,29 +64,15 @@ class PreparedInsert(Generic[M]):
         self.by_key: dict[tuple, M] = {}
         for key, obj in zip(keys, self.objs):
             self.by_key.setdefault(key, obj)  # a repeat in the batch conflicts with the first
-        self.statements = self._statements(
-            connection,
+        quote = connection.ops.quote_name
+        returning = ", ".join(quote(field.column) for field in (self.pk, *self.key))
+        self.statements = _statements(
+            connection, self.table, self.fields,
             # In key order: two transactions inserting some of the same rows
             # wait for each other in the same order instead of deadlocking.
             [row for _, row in sorted(zip(keys, values), key=itemgetter(0))],
+            f"ON CONFLICT DO NOTHING RETURNING {returning}",
         )
-
-    def _statements(self, connection, rows: list[list]) -> list[tuple[str, list]]:
-        """Return the INSERT statements for ``rows``, as many as the parameter limit needs."""
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in self.fields)
-        returning = ", ".join(quote(field.column) for field in (self.pk, *self.key))
-        placeholders = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
-        size = max(1, db_limits.max_params(connection) // len(self.fields))
-        return [
-            (
-                f"INSERT INTO {quote(self.table)} ({columns})"
-                f" VALUES {', '.join([placeholders] * len(chunk))}"
-                f" ON CONFLICT DO NOTHING RETURNING {returning}",
-                [value for row in chunk for value in row],
-            )
-            for chunk in (rows[start : start + size] for start in range(0, len(rows), size))
-        ]
 
     def execute(self) -> list[M]:
         """Insert the rows; return those inserted, with their primary key set, in order.
@@ -129,23 +115,35 @@ def insert(objs: Sequence[M], *, using: str = DEFAULT_DB_ALIAS) -> None:
     connection = connections[using]
     meta = type(objs[0])._meta
     fields = _columns(meta)
+    statements = _statements(
+        connection, meta.db_table, fields, _db_values(objs, fields, connection),
+        f"RETURNING {connection.ops.quote_name(meta.pk.column)}",
+    )
+    keys = []
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            keys += cursor.fetchall()
+    for obj, (pk,) in zip(objs, keys, strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, using
+
+
+def _statements(connection, table: str, fields: list[models.Field], rows: list[list],
+                tail: str) -> list[tuple[str, list]]:
+    """The ``INSERT … tail`` statements for ``rows``, as many as the parameter limit needs."""
     quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
     placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
     size = max(1, db_limits.max_params(connection) // len(fields))
-    rows = _db_values(objs, fields, connection)
-    with connection.cursor() as cursor:
-        for start in range(0, len(objs), size):
-            chunk = rows[start : start + size]
-            cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} "
-                f"({', '.join(quote(field.column) for field in fields)})"
-                f" VALUES {', '.join([placeholders] * len(chunk))}"
-                f" RETURNING {quote(meta.pk.column)}",
-                [value for row in chunk for value in row],
-            )
-            for obj, (pk,) in zip(objs[start : start + size], cursor.fetchall(), strict=True):
-                obj.pk = pk
-                obj._state.adding, obj._state.db = False, using
+    return [
+        (
+            f"INSERT INTO {quote(table)} ({columns})"
+            f" VALUES {', '.join([placeholders] * len(chunk))} {tail}",
+            [value for row in chunk for value in row],
+        )
+        for chunk in (rows[start : start + size] for start in range(0, len(rows), size))
+    ]
 
 
 def _columns(meta) -> list[models.Field]:
